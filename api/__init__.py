@@ -1,0 +1,1 @@
+"""HTTP layer: Starlette app, routes, auth, errors, pagination, SSE, CLI."""

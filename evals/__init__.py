@@ -1,0 +1,1 @@
+"""Evals: replay, re-run, fork, scorers (see issue 4)."""

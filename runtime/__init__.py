@@ -1,0 +1,1 @@
+"""The domain: wire types, the fold, services over the store."""

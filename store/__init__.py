@@ -1,0 +1,1 @@
+"""Persistence only: append-only streams, versioned documents, records. Imports nothing of ours."""

@@ -1,0 +1,70 @@
+"""Timestamps and ids shared by every layer.
+
+Timestamps are UTC RFC 3339 strings of fixed width (`2026-05-01T12:00:00.123456Z`), so
+string order is time order: the store can compare and index them as text and the API
+can send them without re-formatting.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import datetime, timezone
+
+_B32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_lock = threading.Lock()
+_last_ms = 0
+_last_rand = 0
+
+
+def format_ts(dt: datetime) -> str:
+    """Format an aware (or naive-as-UTC) datetime in the canonical fixed-width form."""
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def now_ts() -> str:
+    """The current time in the canonical form."""
+    return format_ts(datetime.now(timezone.utc))
+
+
+def parse_ts(text: str) -> str:
+    """Parse a client timestamp leniently (naive means UTC) into the canonical form.
+
+    Raises ValueError on text that is not a timestamp.
+    """
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        dt = datetime.fromtimestamp(float(value), tz=timezone.utc)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return format_ts(dt)
+
+
+def new_id(prefix: str) -> str:
+    """A time-sortable unique id: `<prefix>_` + 26 chars (48-bit ms time, 80 random bits).
+
+    Within one millisecond the random part is incremented, as ULID does, so ids made by
+    one process sort in creation order.
+    """
+    global _last_ms, _last_rand
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last_ms:
+            ms = _last_ms
+            _last_rand += 1
+        else:
+            _last_ms = ms
+            _last_rand = int.from_bytes(os.urandom(10), "big") >> 1
+        value = (ms << 80) | (_last_rand & ((1 << 80) - 1))
+    chars = []
+    for _ in range(26):
+        chars.append(_B32[value & 31])
+        value >>= 5
+    return prefix + "_" + "".join(reversed(chars))

@@ -1,0 +1,252 @@
+"""The store contract: what every backend (SQLite now, PostgreSQL later) provides.
+
+Three kinds of things are kept:
+
+* **Streams**: one append-only event log per session. Each event gets a contiguous
+  per-stream `seq` from 1, a globally strictly increasing `position`, a public id
+  (`sevt_…`) and a server timestamp. The store never decodes `data`.
+* **Records**: mutable rows (agents' latest state, environments, sessions, workspaces,
+  API keys), each with an optimistic `revision`. A session's record is its projection
+  and is rewritten in the same transaction as every append to its stream.
+* **Versions**: immutable snapshots (agent version N), written together with their
+  record so "latest" and "version N" can never disagree.
+
+Backends pass the one contract suite in `tests/store/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+import msgspec
+
+
+class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as the store keeps it: an envelope around opaque JSON `data`."""
+
+    session_id: str
+    seq: int
+    """1-based, contiguous within one session."""
+    position: int
+    """Global order of commits; strictly increasing, never reused."""
+    id: str
+    """Public event id (`sevt_…`), unique across the store."""
+    type: str
+    data: bytes
+    """The event body as a JSON object, exactly as the caller encoded it."""
+    recorded_at: str
+    """Server time of the append, canonical RFC 3339 (see `store.clock`)."""
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """An event to append: its type and its JSON body (without id or timestamp)."""
+
+    type: str
+    data: bytes
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True):
+    """A mutable row. `revision` 0 means "not stored yet"; the store bumps it on each save."""
+
+    kind: str
+    id: str
+    workspace_id: str
+    data: bytes
+    created_at: str
+    updated_at: str
+    archived_at: str | None = None
+    tags: dict[str, str] = {}
+    """Small string attributes that list queries filter on (status, agent_id, …)."""
+    revision: int = 0
+
+
+class Version(msgspec.Struct, frozen=True, kw_only=True):
+    """An immutable snapshot of a record at version `version` (1-based)."""
+
+    kind: str
+    id: str
+    version: int
+    data: bytes
+    created_at: str
+
+
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What an append wrote, or (on an idempotent retry) what the first attempt wrote."""
+
+    events: list[StoredEvent]
+    last_seq: int
+    record: Record | None
+    """The session record after the projector ran, when one exists."""
+    replayed: bool = False
+    """True when the idempotency key matched an earlier append: nothing new was written."""
+
+
+class EventQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A read of one stream. Seq bounds are exclusive; time bounds compare `recorded_at`."""
+
+    after_seq: int = 0
+    before_seq: int | None = None
+    types: frozenset[str] | None = None
+    recorded_gt: str | None = None
+    recorded_gte: str | None = None
+    recorded_lt: str | None = None
+    recorded_lte: str | None = None
+    descending: bool = False
+    limit: int | None = None
+
+
+class RecordQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of records of one kind in one workspace, ordered by (created_at, id).
+
+    `after` is the (created_at, id) of the last row of the previous page, in the
+    direction of `descending`. `tags` maps a tag name to the set of accepted values.
+    """
+
+    kind: str
+    workspace_id: str
+    tags: Mapping[str, frozenset[str]] = {}
+    created_gt: str | None = None
+    created_gte: str | None = None
+    created_lt: str | None = None
+    created_lte: str | None = None
+    include_archived: bool = False
+    descending: bool = False
+    after: tuple[str, str] | None = None
+    limit: int = 20
+
+
+Projector = Callable[[Record, Sequence[StoredEvent]], Record]
+"""Pure function run inside the append transaction: (record before, new events) -> record after.
+
+The store calls it after assigning ids, seqs and timestamps, and saves its result in the
+same transaction as the events. If it raises, that append writes nothing and the error
+reaches the caller.
+"""
+
+
+class Watch(Protocol):
+    """A subscription to one stream's appends. Holds at most one number: never a queue."""
+
+    async def wait(self, after_seq: int) -> int:
+        """Return the stream's last seq as soon as it is greater than `after_seq`.
+
+        Raises NotFoundError (code `session_deleted`) once the stream is deleted.
+        """
+        ...
+
+
+class Store(Protocol):
+    """The persistence contract. Every method is safe to call concurrently."""
+
+    async def open(self) -> None:
+        """Connect, apply migrations, start the writer."""
+        ...
+
+    async def close(self) -> None:
+        """Flush queued writes, stop the writer, disconnect."""
+        ...
+
+    # -- streams ----------------------------------------------------------------
+
+    async def create_stream(
+        self,
+        record: Record,
+        events: Sequence[NewEvent] = (),
+        *,
+        project: Projector | None = None,
+    ) -> AppendResult:
+        """Create a session's stream and its record (id = stream id) in one transaction.
+
+        Raises ConflictError (`stream_exists`) when the id is taken.
+        """
+        ...
+
+    async def append(
+        self,
+        session_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_seq: int | None,
+        idempotency_key: str | None = None,
+        project: Projector | None = None,
+    ) -> AppendResult:
+        """Append events after `expected_seq` (None: after whatever is last).
+
+        Raises NotFoundError (`session_not_found`) for an unknown stream and
+        ConflictError (`seq_conflict`) when the stream's last seq is not `expected_seq`;
+        either way nothing is written. With an `idempotency_key` seen before on this
+        stream, returns the first append's result and writes nothing.
+        """
+        ...
+
+    async def read(self, session_id: str, query: EventQuery = EventQuery()) -> list[StoredEvent]:
+        """Events of one stream matching `query`, in seq order (or reversed)."""
+        ...
+
+    async def get_event(self, event_id: str) -> StoredEvent:
+        """One event by public id. Raises NotFoundError (`event_not_found`)."""
+        ...
+
+    async def last_seq(self, session_id: str) -> int:
+        """The stream's last seq (0 when empty). Raises NotFoundError for an unknown stream."""
+        ...
+
+    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        """Subscribe to appends on one stream; wakes on commit, never by polling."""
+        ...
+
+    async def delete_stream(self, session_id: str) -> None:
+        """Delete a stream, its events and its record; wakes its watchers."""
+        ...
+
+    # -- records and versions ---------------------------------------------------
+
+    async def save_record(self, record: Record, *, version: Version | None = None) -> Record:
+        """Insert (revision 0) or update (revision = stored revision) a record.
+
+        With `version`, also inserts that immutable snapshot in the same transaction.
+        Raises ConflictError (`record_exists`, `revision_conflict`, `version_exists`).
+        Returns the record as stored, with its new revision.
+        """
+        ...
+
+    async def get_record(self, kind: str, record_id: str) -> Record:
+        """Raises NotFoundError (`<kind>_not_found`)."""
+        ...
+
+    async def list_records(self, query: RecordQuery) -> list[Record]:
+        """One page of records; see RecordQuery."""
+        ...
+
+    async def delete_record(self, kind: str, record_id: str) -> None:
+        """Delete a record and its versions. Raises NotFoundError."""
+        ...
+
+    async def get_version(self, kind: str, record_id: str, version: int) -> Version:
+        """Raises NotFoundError (`<kind>_version_not_found`)."""
+        ...
+
+    async def list_versions(
+        self, kind: str, record_id: str, *, after_version: int = 0, limit: int = 20
+    ) -> list[Version]:
+        """Versions in ascending order, strictly after `after_version`."""
+        ...
+
+
+def open_store(url: str) -> Store:
+    """Build (not open) the backend named by a database URL.
+
+    `sqlite:///path/to/file.db` (or a bare path) selects SQLite;
+    `postgresql://…` selects PostgreSQL (a later issue).
+    """
+    from sessiond.store.sqlite import SQLiteStore
+
+    if url.startswith("sqlite:///"):
+        return SQLiteStore(url[len("sqlite:///") :])
+    if url.startswith(("postgres://", "postgresql://")):
+        from sessiond.store.errors import InvalidInputError
+
+        raise InvalidInputError("the PostgreSQL backend is not built yet", code="unsupported_database")
+    return SQLiteStore(url)
