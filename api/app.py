@@ -1,0 +1,59 @@
+"""The Starlette application: services on `app.state`, one exception-handler table, routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sessiond.api.bodies import json_response
+from sessiond.api.config import Config
+from sessiond.api.errors import EXCEPTION_HANDLERS
+from sessiond.api.routes import agents, environments, events, sessions, workspaces
+from sessiond.api.services import Services
+
+
+async def health(request: Request) -> Response:
+    """Liveness without auth."""
+    return json_response({"ok": True})
+
+
+def create_app(config: Config) -> Starlette:
+    """Build the app. Its lifespan opens the store and closes it after the last request."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = await Services.start(config)
+        app.state.services = services
+        created = await services.workspaces.bootstrap_key()
+        if created is not None:
+            # Shown once, here, on the first start of a fresh install; stored only hashed.
+            print(f"sessiond: created the first API key (shown once): {created.secret}", flush=True)
+        try:
+            yield
+        finally:
+            app.state.draining.set()
+            await services.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            *workspaces.routes,
+            *agents.routes,
+            *environments.routes,
+            *sessions.routes,
+            *events.routes,
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    # Set when the server starts draining: live SSE streams end on their own so that
+    # uvicorn can finish its shutdown (it waits for open connections).
+    app.state.draining = anyio.Event()
+    return app

@@ -1,0 +1,60 @@
+"""The `sessiond` console script: `serve`, `keys create`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import anyio
+
+from sessiond.api.config import Config
+from sessiond.runtime.workspaces import DEFAULT_WORKSPACE_ID, CreateApiKey, Workspaces
+from sessiond.store.protocol import open_store
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sessiond", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8420)
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("--workspace", default=DEFAULT_WORKSPACE_ID)
+    create.add_argument("--name", default=None)
+    return parser
+
+
+async def _create_key(config: Config, workspace_id: str, name: str | None) -> str:
+    store = open_store(config.database_url)
+    await store.open()
+    try:
+        workspaces = Workspaces(store)
+        await workspaces.ensure_default()
+        created = await workspaces.create_key(CreateApiKey(workspace_id=workspace_id, name=name))
+    finally:
+        await store.close()
+    return created.secret
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = Config.from_env()
+    if args.command == "serve":
+        from sessiond.api.serve import serve
+
+        anyio.run(serve, config, args.host, args.port)
+        return 0
+    if args.command == "keys":
+        secret = anyio.run(_create_key, config, args.workspace, args.name)
+        print(secret)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Opaque `page_…` cursors and the `{"data", "next_page"}` envelope the SDK pages through.
+
+The SDK keeps paging while `next_page` is truthy, so the last page always says `null`.
+A cursor is the keyset position of the last row sent (plus the direction it was taken
+in), so a page is one index seek however deep it is.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import msgspec
+
+from sessiond.store.errors import InvalidInputError
+
+_PREFIX = "page_"
+
+
+def encode_cursor(*parts: Any) -> str:
+    """Encode a keyset position (JSON-able parts) as an opaque `page_…` string."""
+    raw = msgspec.json.encode(list(parts))
+    return _PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    """Inverse of `encode_cursor`; a cursor we did not make is a 400."""
+    if not cursor.startswith(_PREFIX):
+        raise InvalidInputError("page: not a cursor this server issued", code="invalid_cursor")
+    body = cursor[len(_PREFIX) :]
+    try:
+        parts = msgspec.json.decode(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, msgspec.DecodeError):
+        raise InvalidInputError("page: malformed cursor", code="invalid_cursor") from None
+    if not isinstance(parts, list):
+        raise InvalidInputError("page: malformed cursor", code="invalid_cursor")
+    return parts
+
+
+def page_body(items: list[bytes], next_page: str | None, prev_page: str | None = None,
+              *, bidirectional: bool = False) -> bytes:
+    """Assemble a page from already-encoded JSON items without decoding them again."""
+    out = bytearray(b'{"data":[')
+    out += b",".join(items)
+    out += b'],"next_page":'
+    out += msgspec.json.encode(next_page)
+    if bidirectional:
+        out += b',"prev_page":'
+        out += msgspec.json.encode(prev_page)
+    out += b"}"
+    return bytes(out)

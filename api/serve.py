@@ -1,0 +1,71 @@
+"""Run the server: one task group holds uvicorn on a pre-bound socket (and, later, workers).
+
+Our `Server` subclass sets the app's `draining` event in `handle_exit`, instead of
+relying on sse-starlette's monkeypatch, so live SSE streams end on their own and
+uvicorn's shutdown does not wait on them; clients resume with `Last-Event-ID`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+
+from sessiond.api.app import create_app
+from sessiond.api.config import Config
+
+log = logging.getLogger("sessiond")
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, telling the app when it starts to drain."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._app.state.draining.set()
+        super().handle_exit(sig, frame)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket up front, so port 0 resolves before we announce it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def build_server(app: Starlette, sock: socket.socket) -> Server:
+    """A uvicorn server for `app` on an already-bound socket."""
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+        access_log=False,
+    )
+    return Server(config, app)
+
+
+async def serve(config: Config, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    sock = bind(host, port)
+    app = create_app(config)
+    server = build_server(app, sock)
+    bound_host, bound_port = sock.getsockname()[:2]
+    print(f"sessiond: database {config.database_url}", flush=True)
+    print(f"sessiond: listening on http://{bound_host}:{bound_port}", flush=True)
+    if not config.admin_api_key:
+        print("sessiond: SESSIOND_API_KEY is not set; create a key with `sessiond keys create`",
+              flush=True)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])

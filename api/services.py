@@ -1,0 +1,38 @@
+"""The runtime services one app instance uses, built on one opened store."""
+
+from __future__ import annotations
+
+from sessiond.api.config import Config
+from sessiond.runtime.agents import AgentService
+from sessiond.runtime.environments import EnvironmentService
+from sessiond.runtime.sessions import SessionService
+from sessiond.runtime.workspaces import Workspaces
+from sessiond.store.protocol import Store, open_store
+
+
+class Services:
+    """Holds the store and the services over it for the app's lifetime."""
+
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.workspaces = Workspaces(store, config.admin_api_key)
+        self.agents = AgentService(store)
+        self.environments = EnvironmentService(store)
+        self.sessions = SessionService(store, self.agents, self.environments)
+
+    @classmethod
+    async def start(cls, config: Config) -> Services:
+        """Open the store (migrations run here) and make sure the default workspace exists."""
+        store = open_store(config.database_url)
+        await store.open()
+        try:
+            services = cls(store, config)
+            await services.workspaces.ensure_default()
+        except BaseException:
+            await store.close()
+            raise
+        return services
+
+    async def stop(self) -> None:
+        """Flush and close the store."""
+        await self.store.close()
