@@ -28,6 +28,10 @@ def create_app(config: Config) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Set when the server starts draining: live SSE streams end on their own so that
+        # uvicorn can finish its shutdown (it waits for open connections). Made here
+        # because an anyio Event belongs to the running loop.
+        app.state.draining = anyio.Event()
         services = await Services.start(config)
         app.state.services = services
         created = await services.workspaces.bootstrap_key()
@@ -53,7 +57,4 @@ def create_app(config: Config) -> Starlette:
         lifespan=lifespan,
     )
     app.state.config = config
-    # Set when the server starts draining: live SSE streams end on their own so that
-    # uvicorn can finish its shutdown (it waits for open connections).
-    app.state.draining = anyio.Event()
     return app

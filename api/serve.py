@@ -29,7 +29,9 @@ class Server(uvicorn.Server):
         self._app = app
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        self._app.state.draining.set()
+        draining = getattr(self._app.state, "draining", None)
+        if draining is not None:
+            draining.set()
         super().handle_exit(sig, frame)
 
 

@@ -6,6 +6,7 @@ test app, so synchronous SDK clients can drive it over real HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +36,15 @@ class RunningServer:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        anyio.run(self.server.serve, [self.sock])
+        anyio.run(self._main)
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.server.serve([self.sock])
+
+    def drain(self) -> None:
+        """Tell live streams the server is draining (from the test's thread, safely)."""
+        self.loop.call_soon_threadsafe(self.app.state.draining.set)
 
     def start(self) -> None:
         self._thread.start()
@@ -49,7 +58,7 @@ class RunningServer:
             assert client.get("/health").json() == {"ok": True}
 
     def stop(self) -> None:
-        self.app.state.draining.set()
+        self.drain()
         self.server.should_exit = True
         self._thread.join(timeout=15)
         self.sock.close()
@@ -60,6 +69,7 @@ def make_config(tmp_path: Path, **overrides: object) -> Config:
     values: dict[str, object] = {
         "database_url": f"sqlite:///{tmp_path / 'sessiond.db'}",
         "admin_api_key": ADMIN_KEY,
+        "max_body_bytes": 256 * 1024,
     }
     values.update(overrides)
     return Config(**values)  # type: ignore[arg-type]
@@ -79,3 +89,24 @@ def client(server: RunningServer) -> Iterator[anthropic.Anthropic]:
     """The real SDK, pointed at our server with the admin key; no SDK retries."""
     with anthropic.Anthropic(base_url=server.base_url, api_key=ADMIN_KEY, max_retries=0) as sdk:
         yield sdk
+
+
+def make_agent(client: anthropic.Anthropic, **overrides: object) -> object:
+    """A minimal agent through the SDK."""
+    params: dict[str, object] = {"name": "tester", "model": "claude-sonnet-4-5"}
+    params.update(overrides)
+    return client.beta.agents.create(**params)  # type: ignore[arg-type]
+
+
+def make_session(client: anthropic.Anthropic, **overrides: object) -> object:
+    """An agent, an environment and a session on them."""
+    agent = make_agent(client)
+    environment = client.beta.environments.create(name="env")
+    params: dict[str, object] = {"agent": agent.id, "environment_id": environment.id}  # type: ignore[attr-defined]
+    params.update(overrides)
+    return client.beta.sessions.create(**params)  # type: ignore[arg-type]
+
+
+def user_message(text: str) -> dict[str, object]:
+    """A `user.message` event param."""
+    return {"type": "user.message", "content": [{"type": "text", "text": text}]}

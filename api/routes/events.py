@@ -1,0 +1,119 @@
+"""`/v1/sessions/{id}/events`: list (cursor pages), send (validated), stream (SSE, resumable)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from sse_starlette import EventSourceResponse
+
+from sessiond.api.auth import workspace_id
+from sessiond.api.bodies import decode_body, raw_json_response
+from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
+from sessiond.api.query import query_choice, query_int, query_list, query_time_range
+from sessiond.api.sse import tail
+from sessiond.runtime.events import EVENT_TYPES
+from sessiond.runtime.params import SendEvents
+from sessiond.runtime.wire import to_wire
+from sessiond.store.errors import InvalidInputError, NotFoundError
+from sessiond.store.protocol import EventQuery
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+async def list_events(request: Request) -> Response:
+    """Ascending by default; `types[]` and `created_at[...]` (on `processed_at`) filter."""
+    ws = await workspace_id(request)
+    session_id = request.path_params["session_id"]
+    services = request.app.state.services
+    await services.sessions.get_record(ws, session_id)
+    limit = query_int(request, "limit", default=DEFAULT_LIMIT, maximum=MAX_LIMIT) or DEFAULT_LIMIT
+    descending = query_choice(request, "order", ("asc", "desc"), "asc") == "desc"
+    types = query_list(request, "types")
+    unknown = set(types) - EVENT_TYPES
+    if unknown:
+        raise InvalidInputError(f"types: unknown event type {sorted(unknown)[0]!r}")
+    bounds = query_time_range(request)
+    after_seq, before_seq = 0, None
+    page = request.query_params.get("page")
+    if page:
+        parts = decode_cursor(page)
+        if len(parts) != 1 or not isinstance(parts[0], int) or parts[0] < 0:
+            raise InvalidInputError("page: malformed cursor", code="invalid_cursor")
+        if descending:
+            before_seq = parts[0]
+        else:
+            after_seq = parts[0]
+    query = EventQuery(
+        after_seq=after_seq,
+        before_seq=before_seq,
+        types=frozenset(types) if types else None,
+        recorded_gt=bounds["gt"],
+        recorded_gte=bounds["gte"],
+        recorded_lt=bounds["lt"],
+        recorded_lte=bounds["lte"],
+        descending=descending,
+        limit=limit + 1,
+    )
+    stored = await services.store.read(session_id, query)
+    more = len(stored) > limit
+    stored = stored[:limit]
+    next_page = encode_cursor(stored[-1].seq) if more else None
+    return raw_json_response(page_body([to_wire(s) for s in stored], next_page))
+
+
+async def send_events(request: Request) -> Response:
+    """Append client events (all or nothing) and echo them with ids and `processed_at`."""
+    ws = await workspace_id(request)
+    params = await decode_body(request, SendEvents)
+    result = await request.app.state.services.sessions.send(
+        ws, request.path_params["session_id"], params
+    )
+    return raw_json_response(b'{"data":[' + b",".join(to_wire(s) for s in result.events) + b"]}")
+
+
+async def _resume_seq(request: Request, session_id: str) -> int | None:
+    """The seq to replay after: `Last-Event-ID` wins over `?after=`; None means live only."""
+    event_id = request.headers.get("last-event-id") or request.query_params.get("after")
+    if not event_id:
+        return None
+    try:
+        stored = await request.app.state.services.store.get_event(event_id)
+    except NotFoundError:
+        stored = None
+    if stored is None or stored.session_id != session_id:
+        raise InvalidInputError(
+            f"after: event {event_id!r} is not an event of this session", code="invalid_resume_id"
+        )
+    return stored.seq
+
+
+async def stream_events(request: Request) -> Response:
+    """SSE: replay after the resume position if one is given, then the live tail."""
+    ws = await workspace_id(request)
+    session_id = request.path_params["session_id"]
+    services = request.app.state.services
+    await services.sessions.get_record(ws, session_id)
+    after_seq = await _resume_seq(request, session_id)
+    config = request.app.state.config
+    body = tail(
+        services.store,
+        session_id,
+        after_seq=after_seq,
+        draining=request.app.state.draining,
+        to_wire=to_wire,
+    )
+    return EventSourceResponse(
+        body,
+        ping=config.sse_ping_s,
+        send_timeout=config.sse_send_timeout_s,
+        sep="\r\n",
+    )
+
+
+routes = [
+    Route("/v1/sessions/{session_id}/events", list_events, methods=["GET"]),
+    Route("/v1/sessions/{session_id}/events", send_events, methods=["POST"]),
+    Route("/v1/sessions/{session_id}/events/stream", stream_events, methods=["GET"]),
+]

@@ -1,0 +1,132 @@
+"""`/v1/sessions`: create, retrieve, list (bidirectional cursor), update, archive, delete."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sessiond.api.auth import workspace_id
+from sessiond.api.bodies import decode_body, json_response, raw_json_response
+from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
+from sessiond.api.query import query_bool, query_choice, query_int, query_list, query_time_range
+from sessiond.runtime.sessions import CreateSession, UpdateSession
+from sessiond.store.errors import InvalidInputError
+from sessiond.store.protocol import RecordQuery
+
+import msgspec
+
+_STATUSES = frozenset({"rescheduling", "running", "idle", "terminated"})
+_encode = msgspec.json.Encoder().encode
+
+
+def _sessions(request: Request):  # type: ignore[no-untyped-def]
+    return request.app.state.services.sessions
+
+
+async def create_session(request: Request) -> Response:
+    """Create a session pinned to an agent version."""
+    ws = await workspace_id(request)
+    params = await decode_body(request, CreateSession)
+    return json_response(await _sessions(request).create(ws, params))
+
+
+async def retrieve_session(request: Request) -> Response:
+    """One session."""
+    ws = await workspace_id(request)
+    return json_response(await _sessions(request).retrieve(ws, request.path_params["session_id"]))
+
+
+async def update_session(request: Request) -> Response:
+    """Title / metadata patch; emits `session.updated`."""
+    ws = await workspace_id(request)
+    params = await decode_body(request, UpdateSession)
+    session_id = request.path_params["session_id"]
+    return json_response(await _sessions(request).update(ws, session_id, params))
+
+
+async def archive_session(request: Request) -> Response:
+    """Archive (hidden from list unless `include_archived`)."""
+    ws = await workspace_id(request)
+    return json_response(await _sessions(request).archive(ws, request.path_params["session_id"]))
+
+
+async def delete_session(request: Request) -> Response:
+    """Delete a session and its log."""
+    ws = await workspace_id(request)
+    return json_response(await _sessions(request).delete(ws, request.path_params["session_id"]))
+
+
+async def list_sessions(request: Request) -> Response:
+    """Newest first by default; `next_page` goes on in `order`, `prev_page` comes back."""
+    ws = await workspace_id(request)
+    limit = query_int(request, "limit", default=20, maximum=1000) or 20
+    order = query_choice(request, "order", ("asc", "desc"), "desc")
+    tags: dict[str, frozenset[str]] = {}
+    statuses = query_list(request, "statuses")
+    if statuses:
+        unknown = set(statuses) - _STATUSES
+        if unknown:
+            raise InvalidInputError(f"statuses: unknown status {sorted(unknown)[0]!r}")
+        tags["status"] = frozenset(statuses)
+    agent_id = request.query_params.get("agent_id")
+    if agent_id:
+        tags["agent_id"] = frozenset([agent_id])
+    agent_version = query_int(request, "agent_version", default=None)
+    if agent_version is not None:
+        if not agent_id:
+            raise InvalidInputError("agent_version: only valid together with agent_id")
+        tags["agent_version"] = frozenset([str(agent_version)])
+    for absent in ("deployment_id", "memory_store_id"):
+        value = request.query_params.get(absent)
+        if value:
+            # Sessions are never created from deployments or with memory stores yet.
+            tags[absent] = frozenset([value])
+    bounds = query_time_range(request)
+    descending = order == "desc"
+    after: tuple[str, str] | None = None
+    backwards = False
+    page = request.query_params.get("page")
+    if page:
+        parts = decode_cursor(page)
+        if len(parts) != 3 or parts[2] not in ("next", "prev"):
+            raise InvalidInputError("page: malformed cursor", code="invalid_cursor")
+        after = (str(parts[0]), str(parts[1]))
+        backwards = parts[2] == "prev"
+    query = RecordQuery(
+        kind="session",
+        workspace_id=ws,
+        tags=tags,
+        created_gt=bounds["gt"],
+        created_gte=bounds["gte"],
+        created_lt=bounds["lt"],
+        created_lte=bounds["lte"],
+        include_archived=query_bool(request, "include_archived"),
+        descending=descending != backwards,
+        after=after,
+        limit=limit + 1,
+    )
+    sessions = await _sessions(request).list(query)
+    more = len(sessions) > limit
+    sessions = sessions[:limit]
+    if backwards:
+        sessions.reverse()
+    next_page = prev_page = None
+    if sessions:
+        first, last = sessions[0], sessions[-1]
+        if more or backwards:
+            next_page = encode_cursor(last.created_at, last.id, "next")
+        if page and (not backwards or more):
+            prev_page = encode_cursor(first.created_at, first.id, "prev")
+    body = page_body([_encode(s) for s in sessions], next_page, prev_page, bidirectional=True)
+    return raw_json_response(body)
+
+
+routes = [
+    Route("/v1/sessions", create_session, methods=["POST"]),
+    Route("/v1/sessions", list_sessions, methods=["GET"]),
+    Route("/v1/sessions/{session_id}", retrieve_session, methods=["GET"]),
+    Route("/v1/sessions/{session_id}", update_session, methods=["POST"]),
+    Route("/v1/sessions/{session_id}", delete_session, methods=["DELETE"]),
+    Route("/v1/sessions/{session_id}/archive", archive_session, methods=["POST"]),
+]

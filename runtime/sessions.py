@@ -1,0 +1,323 @@
+"""Sessions: a session *is* its event log; its record is the projection kept beside it.
+
+The record (kind `session`) holds the session's fixed facts (pinned agent snapshot,
+environment, created_at) and the folded `SessionState`. The store rewrites it in the
+same transaction as every append, through `_project`, so a retrieve never folds and
+never disagrees with the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from sessiond.runtime.agents import AgentService
+from sessiond.runtime.environments import EnvironmentService
+from sessiond.runtime.fold import SessionState, fold_all
+from sessiond.runtime.params import SendEvents, validate_initial_events, validate_send
+from sessiond.runtime.wire import decode_stored, encode_body
+from sessiond.runtime import events as ev
+from sessiond.store.clock import new_id, now_ts
+from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
+from sessiond.store.protocol import (
+    AppendResult,
+    NewEvent,
+    Record,
+    RecordQuery,
+    StoredEvent,
+    Store,
+)
+
+KIND = "session"
+_MAX_METADATA_KEYS = 16
+
+
+class BudgetAmount(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A list cost in integer minor units, as a string (`"2500"` = $25.00)."""
+
+    amount: str
+    currency: str
+
+
+class BudgetLimit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag="limit",
+                  tag_field="type"):
+    """`{"type": "limit", "max_list_cost": {...}}`."""
+
+    max_list_cost: BudgetAmount
+
+
+class CreateSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`POST /v1/sessions` body."""
+
+    agent: msgspec.Raw
+    """An agent id, `{type: "agent", …}` or `{type: "agent_with_overrides", …}`."""
+    environment_id: str
+    budget: BudgetLimit | None = None
+    initial_events: list[msgspec.Raw] = []
+    metadata: dict[str, str] = {}
+    resources: list[msgspec.Raw] = []
+    title: str | None = None
+    vault_ids: list[str] = []
+
+
+class SessionAgentPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`agent` of a session update: full replacement of tools and/or MCP servers."""
+
+    tools: list[msgspec.Raw] | msgspec.UnsetType = msgspec.UNSET
+    mcp_servers: list[msgspec.Raw] | msgspec.UnsetType = msgspec.UNSET
+
+
+class UpdateSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`POST /v1/sessions/{id}` body (absent = keep, null = clear where allowed)."""
+
+    title: str | None | msgspec.UnsetType = msgspec.UNSET
+    metadata: dict[str, str | None] | None | msgspec.UnsetType = msgspec.UNSET
+    agent: SessionAgentPatch | msgspec.UnsetType = msgspec.UNSET
+    budget: BudgetLimit | None | msgspec.UnsetType = msgspec.UNSET
+    vault_ids: list[str] | msgspec.UnsetType = msgspec.UNSET
+
+
+class SessionDoc(msgspec.Struct, kw_only=True):
+    """What the session record stores: fixed facts plus the folded state."""
+
+    id: str
+    agent: msgspec.Raw
+    environment_id: str
+    self_hosted: bool
+    created_at: str
+    budget: BudgetLimit | None = None
+    state: SessionState
+
+
+class Session(msgspec.Struct, kw_only=True):
+    """The wire `session` object."""
+
+    id: str
+    agent: msgspec.Raw
+    environment_id: str
+    status: str
+    title: str | None
+    metadata: dict[str, str]
+    resources: list[msgspec.Raw]
+    vault_ids: list[str]
+    outcome_evaluations: list[msgspec.Raw]
+    stats: msgspec.Raw
+    usage: msgspec.Raw
+    budget: BudgetLimit | None
+    created_at: str
+    updated_at: str
+    archived_at: str | None
+    deployment_id: str | None = None
+    type: str = "session"
+
+
+class SessionDeleted(msgspec.Struct, kw_only=True):
+    """`DELETE /v1/sessions/{id}` response."""
+
+    id: str
+    type: str = "session_deleted"
+
+
+_decode_doc = msgspec.json.Decoder(SessionDoc).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def _tags(doc: SessionDoc, agent_id: str, agent_version: int) -> dict[str, str]:
+    return {
+        "status": doc.state.status,
+        "agent_id": agent_id,
+        "agent_version": str(agent_version),
+        "environment_id": doc.environment_id,
+    }
+
+
+def _project(record: Record, stored: Sequence[StoredEvent]) -> Record:
+    """Fold new events into the session record (runs inside the append transaction)."""
+    doc = _decode_doc(record.data)
+    new_agent = doc.agent
+    events = [decode_stored(s) for s in stored]
+    for event in events:
+        if isinstance(event, ev.SessionUpdated) and event.agent is not None:
+            new_agent = msgspec.Raw(msgspec.json.encode(event.agent))
+    state = fold_all(doc.state, events)
+    doc = msgspec.structs.replace(doc, state=state, agent=new_agent)
+    tags = {**record.tags, "status": state.status}
+    return msgspec.structs.replace(
+        record, data=_encode(doc), tags=tags, updated_at=state.updated_at or record.updated_at
+    )
+
+
+def to_session(record: Record) -> Session:
+    """The wire object for a stored session record."""
+    doc = _decode_doc(record.data)
+    state = doc.state
+    return Session(
+        id=doc.id,
+        agent=doc.agent,
+        environment_id=doc.environment_id,
+        status=state.status,
+        title=state.title,
+        metadata=dict(state.metadata),
+        resources=[],
+        vault_ids=[],
+        outcome_evaluations=[],
+        stats=msgspec.Raw(msgspec.json.encode(state.stats)),
+        usage=msgspec.Raw(msgspec.json.encode(state.usage)),
+        budget=doc.budget,
+        created_at=doc.created_at,
+        updated_at=record.updated_at,
+        archived_at=record.archived_at,
+    )
+
+
+def _check_metadata(metadata: dict[str, str]) -> None:
+    if len(metadata) > _MAX_METADATA_KEYS:
+        raise InvalidInputError("metadata: at most 16 keys", code="invalid_metadata")
+    for key, value in metadata.items():
+        if not key or len(key) > 64 or len(value) > 512:
+            raise InvalidInputError(
+                "metadata: keys must be 1-64 characters and values at most 512",
+                code="invalid_metadata",
+            )
+
+
+class SessionService:
+    """Create, read, update, archive and delete sessions; append client events."""
+
+    def __init__(self, store: Store, agents: AgentService, environments: EnvironmentService) -> None:
+        self._store = store
+        self._agents = agents
+        self._environments = environments
+
+    async def get_record(self, workspace_id: str, session_id: str) -> Record:
+        """The session's record; another workspace's session is simply not found."""
+        try:
+            record = await self._store.get_record(KIND, session_id)
+        except NotFoundError:
+            record = None
+        if record is None or record.workspace_id != workspace_id:
+            raise NotFoundError(f"session {session_id!r} not found", code="session_not_found")
+        return record
+
+    async def create(self, workspace_id: str, params: CreateSession) -> Session:
+        """Pin the agent version, check the environment, write the record and initial events."""
+        if params.vault_ids:
+            raise InvalidInputError("vault_ids: vaults are not supported yet", code="vaults_unsupported")
+        if params.resources:
+            raise InvalidInputError(
+                "resources: session resources are not supported yet", code="resources_unsupported"
+            )
+        _check_metadata(params.metadata)
+        initial = validate_initial_events(params.initial_events)
+        environment = await self._environments.require_usable(workspace_id, params.environment_id)
+        agent = await self._agents.resolve_for_session(workspace_id, params.agent)
+        now = now_ts()
+        session_id = new_id("sesn")
+        doc = SessionDoc(
+            id=session_id,
+            agent=msgspec.Raw(msgspec.json.encode(agent)),
+            environment_id=environment.id,
+            self_hosted=environment.config.type == "self_hosted",
+            created_at=now,
+            budget=params.budget,
+            state=SessionState(title=params.title, metadata=params.metadata, updated_at=now),
+        )
+        record = Record(
+            kind=KIND,
+            id=session_id,
+            workspace_id=workspace_id,
+            data=_encode(doc),
+            created_at=now,
+            updated_at=now,
+            tags=_tags(doc, agent.id, agent.version),
+        )
+        new_events = [NewEvent(type=e.type, data=encode_body(e)) for e in initial]
+        result = await self._store.create_stream(record, new_events, project=_project)
+        assert result.record is not None
+        return to_session(result.record)
+
+    async def retrieve(self, workspace_id: str, session_id: str) -> Session:
+        """One session."""
+        return to_session(await self.get_record(workspace_id, session_id))
+
+    async def list(self, query: RecordQuery) -> list[Session]:
+        """A page of sessions (the API builds the query from its parameters)."""
+        return [to_session(r) for r in await self._store.list_records(query)]
+
+    async def send(self, workspace_id: str, session_id: str, params: SendEvents) -> AppendResult:
+        """Validate a client's events and append them; nothing is written if any is invalid."""
+        record = await self.get_record(workspace_id, session_id)
+        doc = _decode_doc(record.data)
+        if doc.state.status == "terminated":
+            raise InvalidInputError("session is terminated", code="session_terminated")
+        events = validate_send(params, self_hosted=doc.self_hosted)
+        new_events = [NewEvent(type=e.type, data=encode_body(e)) for e in events]
+        return await self._store.append(session_id, new_events, expected_seq=None, project=_project)
+
+    async def update(self, workspace_id: str, session_id: str, params: UpdateSession) -> Session:
+        """Apply an update as a `session.updated` event carrying only what changed."""
+        record = await self.get_record(workspace_id, session_id)
+        doc = _decode_doc(record.data)
+        if params.vault_ids is not msgspec.UNSET:
+            raise InvalidInputError("vault_ids: cannot be updated", code="vault_ids_reserved")
+        if params.agent is not msgspec.UNSET:
+            raise InvalidInputError(
+                "agent: session tool overrides are not supported yet", code="agent_update_unsupported"
+            )
+        changes: dict[str, object] = {}
+        if params.title is not msgspec.UNSET and params.title != doc.state.title:
+            changes["title"] = params.title
+        if params.metadata is not msgspec.UNSET:
+            merged = dict(doc.state.metadata)
+            if params.metadata is None:
+                merged = {}
+            else:
+                for key, value in params.metadata.items():
+                    if value is None:
+                        merged.pop(key, None)
+                    else:
+                        merged[key] = value
+            _check_metadata(merged)
+            if merged != doc.state.metadata:
+                changes["metadata"] = merged
+        if params.budget is not msgspec.UNSET:
+            if doc.budget is None and params.budget is not None:
+                raise InvalidInputError(
+                    "budget: cannot be added to a session created without one",
+                    code="budget_create_only",
+                )
+            raise InvalidInputError("budget: updates are not supported yet", code="budget_unsupported")
+        if not changes:
+            return to_session(record)
+        updated = ev.SessionUpdated(**changes)  # type: ignore[arg-type]
+        result = await self._store.append(
+            session_id,
+            [NewEvent(type=updated.type, data=encode_body(updated))],
+            expected_seq=None,
+            project=_project,
+        )
+        assert result.record is not None
+        return to_session(result.record)
+
+    async def archive(self, workspace_id: str, session_id: str) -> Session:
+        """Mark archived (not an event); retried when an append moved the revision."""
+        for _ in range(20):
+            record = await self.get_record(workspace_id, session_id)
+            if record.archived_at is not None:
+                return to_session(record)
+            try:
+                saved = await self._store.save_record(
+                    msgspec.structs.replace(record, archived_at=now_ts())
+                )
+            except ConflictError:
+                continue
+            return to_session(saved)
+        raise ConflictError("session is too busy to archive; retry", code="revision_conflict",
+                            retryable=True)
+
+    async def delete(self, workspace_id: str, session_id: str) -> SessionDeleted:
+        """Delete the session and its log; open streams get `session.deleted` and close."""
+        await self.get_record(workspace_id, session_id)
+        await self._store.delete_stream(session_id)
+        return SessionDeleted(id=session_id)
