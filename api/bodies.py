@@ -6,7 +6,7 @@ TypeScript SDK, no content type at all: an empty body decodes as `{}`.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any, TypeVar
 
 import msgspec
@@ -20,7 +20,7 @@ T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _decoder(cls: Any) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(cls)
 

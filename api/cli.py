@@ -42,7 +42,9 @@ async def _create_key(config: Config, workspace_id: str, name: str | None) -> st
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     config = Config.from_env()
     if args.command == "serve":
         from sessiond.api.serve import serve

@@ -88,8 +88,13 @@ def error_body(error_type: str, message: str, details: dict[str, Any] | None = N
     return _encode(ErrorBody(error=detail, request_id=new_id("req")))
 
 
-def _render(status: int, error_type: str, message: str, details: dict[str, Any] | None,
-            headers: dict[str, str] | None = None) -> Response:
+def _render(
+    status: int,
+    error_type: str,
+    message: str,
+    details: dict[str, Any] | None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     body = error_body(error_type, message, details)
     request_id = msgspec.json.decode(body)["request_id"]
     all_headers = {"request-id": request_id, **(headers or {})}

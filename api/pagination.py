@@ -37,8 +37,13 @@ def decode_cursor(cursor: str) -> list[Any]:
     return parts
 
 
-def page_body(items: list[bytes], next_page: str | None, prev_page: str | None = None,
-              *, bidirectional: bool = False) -> bytes:
+def page_body(
+    items: list[bytes],
+    next_page: str | None,
+    prev_page: str | None = None,
+    *,
+    bidirectional: bool = False,
+) -> bytes:
     """Assemble a page from already-encoded JSON items without decoding them again."""
     out = bytearray(b'{"data":[')
     out += b",".join(items)

@@ -15,7 +15,12 @@ def query_list(request: Request, name: str) -> list[str]:
 
 
 def query_int(
-    request: Request, name: str, *, default: int | None, minimum: int = 1, maximum: int | None = None
+    request: Request,
+    name: str,
+    *,
+    default: int | None,
+    minimum: int = 1,
+    maximum: int | None = None,
 ) -> int | None:
     """An integer parameter; values above `maximum` are clamped (the SDK asks for 1000 events)."""
     raw = request.query_params.get(name)

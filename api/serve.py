@@ -67,7 +67,9 @@ async def serve(config: Config, host: str, port: int) -> None:
     print(f"sessiond: database {config.database_url}", flush=True)
     print(f"sessiond: listening on http://{bound_host}:{bound_port}", flush=True)
     if not config.admin_api_key:
-        print("sessiond: SESSIOND_API_KEY is not set; create a key with `sessiond keys create`",
-              flush=True)
+        print(
+            "sessiond: SESSIOND_API_KEY is not set; create a key with `sessiond keys create`",
+            flush=True,
+        )
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve, [sock])

@@ -15,7 +15,7 @@ import msgspec
 
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import NotFoundError
-from sessiond.store.protocol import EventQuery, StoredEvent, Store, Watch
+from sessiond.store.protocol import EventQuery, Store, StoredEvent, Watch
 
 _BATCH = 256
 _CLOSING_TYPES = frozenset({"session.deleted", "session.status_terminated"})
@@ -32,7 +32,9 @@ def frame(stored: StoredEvent, wire: bytes) -> bytes:
 
 def deleted_frame() -> bytes:
     """The last frame of a stream whose session was deleted while it was open."""
-    body = msgspec.json.encode({"id": new_id("sevt"), "type": "session.deleted", "processed_at": now_ts()})
+    body = msgspec.json.encode(
+        {"id": new_id("sevt"), "type": "session.deleted", "processed_at": now_ts()}
+    )
     return b"event: session.deleted\r\ndata: %b\r\n\r\n" % body
 
 

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 import msgspec
 
+from sessiond.runtime import events as ev
 from sessiond.runtime.agents import AgentService
 from sessiond.runtime.environments import EnvironmentService
 from sessiond.runtime.fold import SessionState, fold_all
 from sessiond.runtime.params import SendEvents, validate_initial_events, validate_send
 from sessiond.runtime.wire import decode_stored, encode_body
-from sessiond.runtime import events as ev
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
 from sessiond.store.protocol import (
@@ -25,8 +25,8 @@ from sessiond.store.protocol import (
     NewEvent,
     Record,
     RecordQuery,
-    StoredEvent,
     Store,
+    StoredEvent,
 )
 
 KIND = "session"
@@ -40,8 +40,9 @@ class BudgetAmount(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     currency: str
 
 
-class BudgetLimit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag="limit",
-                  tag_field="type"):
+class BudgetLimit(
+    msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag="limit", tag_field="type"
+):
     """`{"type": "limit", "max_list_cost": {...}}`."""
 
     max_list_cost: BudgetAmount
@@ -138,7 +139,7 @@ def _project(record: Record, stored: Sequence[StoredEvent]) -> Record:
     new_agent = doc.agent
     events = [decode_stored(s) for s in stored]
     for event in events:
-        if isinstance(event, ev.SessionUpdated) and event.agent is not None:
+        if isinstance(event, ev.SessionUpdated) and event.agent is not msgspec.UNSET:
             new_agent = msgspec.Raw(msgspec.json.encode(event.agent))
     state = fold_all(doc.state, events)
     doc = msgspec.structs.replace(doc, state=state, agent=new_agent)
@@ -185,7 +186,9 @@ def _check_metadata(metadata: dict[str, str]) -> None:
 class SessionService:
     """Create, read, update, archive and delete sessions; append client events."""
 
-    def __init__(self, store: Store, agents: AgentService, environments: EnvironmentService) -> None:
+    def __init__(
+        self, store: Store, agents: AgentService, environments: EnvironmentService
+    ) -> None:
         self._store = store
         self._agents = agents
         self._environments = environments
@@ -203,7 +206,9 @@ class SessionService:
     async def create(self, workspace_id: str, params: CreateSession) -> Session:
         """Pin the agent version, check the environment, write the record and initial events."""
         if params.vault_ids:
-            raise InvalidInputError("vault_ids: vaults are not supported yet", code="vaults_unsupported")
+            raise InvalidInputError(
+                "vault_ids: vaults are not supported yet", code="vaults_unsupported"
+            )
         if params.resources:
             raise InvalidInputError(
                 "resources: session resources are not supported yet", code="resources_unsupported"
@@ -263,7 +268,8 @@ class SessionService:
             raise InvalidInputError("vault_ids: cannot be updated", code="vault_ids_reserved")
         if params.agent is not msgspec.UNSET:
             raise InvalidInputError(
-                "agent: session tool overrides are not supported yet", code="agent_update_unsupported"
+                "agent: session tool overrides are not supported yet",
+                code="agent_update_unsupported",
             )
         changes: dict[str, object] = {}
         if params.title is not msgspec.UNSET and params.title != doc.state.title:
@@ -287,7 +293,9 @@ class SessionService:
                     "budget: cannot be added to a session created without one",
                     code="budget_create_only",
                 )
-            raise InvalidInputError("budget: updates are not supported yet", code="budget_unsupported")
+            raise InvalidInputError(
+                "budget: updates are not supported yet", code="budget_unsupported"
+            )
         if not changes:
             return to_session(record)
         updated = ev.SessionUpdated(**changes)  # type: ignore[arg-type]
@@ -313,8 +321,9 @@ class SessionService:
             except ConflictError:
                 continue
             return to_session(saved)
-        raise ConflictError("session is too busy to archive; retry", code="revision_conflict",
-                            retryable=True)
+        raise ConflictError(
+            "session is too busy to archive; retry", code="revision_conflict", retryable=True
+        )
 
     async def delete(self, workspace_id: str, session_id: str) -> SessionDeleted:
         """Delete the session and its log; open streams get `session.deleted` and close."""

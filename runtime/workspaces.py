@@ -113,13 +113,21 @@ class Workspaces:
         await self.get_workspace(params.workspace_id)
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         now = now_ts()
-        key = ApiKey(id=new_id("apikey"), workspace_id=params.workspace_id, name=params.name,
-                     created_at=now)
-        record = Record(kind="api_key", id=hash_key(secret), workspace_id=params.workspace_id,
-                        data=msgspec.json.encode(key), created_at=now, updated_at=now)
+        key = ApiKey(
+            id=new_id("apikey"), workspace_id=params.workspace_id, name=params.name, created_at=now
+        )
+        record = Record(
+            kind="api_key",
+            id=hash_key(secret),
+            workspace_id=params.workspace_id,
+            data=msgspec.json.encode(key),
+            created_at=now,
+            updated_at=now,
+        )
         await self._store.save_record(record)
-        return CreatedApiKey(id=key.id, workspace_id=key.workspace_id, name=key.name,
-                             created_at=now, secret=secret)
+        return CreatedApiKey(
+            id=key.id, workspace_id=key.workspace_id, name=key.name, created_at=now, secret=secret
+        )
 
     async def bootstrap_key(self) -> CreatedApiKey | None:
         """On a fresh install with no admin key, mint the first key so the server is usable."""
@@ -134,7 +142,8 @@ class Workspaces:
         """Resolve a presented key, honouring `anthropic-workspace-id` where it applies."""
         if not secret:
             raise AuthenticationError(
-                "missing API key: send `x-api-key` or `Authorization: Bearer`", code="missing_api_key"
+                "missing API key: send `x-api-key` or `Authorization: Bearer`",
+                code="missing_api_key",
             )
         digest = hash_key(secret)
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
@@ -156,7 +165,13 @@ class Workspaces:
     async def _save_workspace(self, workspace_id: str, name: str) -> Workspace:
         now = now_ts()
         workspace = Workspace(id=workspace_id, name=name, created_at=now)
-        record = Record(kind="workspace", id=workspace_id, workspace_id=workspace_id,
-                        data=msgspec.json.encode(workspace), created_at=now, updated_at=now)
+        record = Record(
+            kind="workspace",
+            id=workspace_id,
+            workspace_id=workspace_id,
+            data=msgspec.json.encode(workspace),
+            created_at=now,
+            updated_at=now,
+        )
         await self._store.save_record(record)
         return workspace

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _B32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _lock = threading.Lock()
@@ -21,13 +21,13 @@ _last_rand = 0
 def format_ts(dt: datetime) -> str:
     """Format an aware (or naive-as-UTC) datetime in the canonical fixed-width form."""
     if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc)
+        dt = dt.astimezone(UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def now_ts() -> str:
     """The current time in the canonical form."""
-    return format_ts(datetime.now(timezone.utc))
+    return format_ts(datetime.now(UTC))
 
 
 def parse_ts(text: str) -> str:
@@ -41,9 +41,9 @@ def parse_ts(text: str) -> str:
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        dt = datetime.fromtimestamp(float(value), tz=timezone.utc)
+        dt = datetime.fromtimestamp(float(value), tz=UTC)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return format_ts(dt)
 
 

@@ -97,6 +97,10 @@ class EventQuery(msgspec.Struct, frozen=True, kw_only=True):
     limit: int | None = None
 
 
+ALL_EVENTS = EventQuery()
+"""The whole stream, in seq order."""
+
+
 class RecordQuery(msgspec.Struct, frozen=True, kw_only=True):
     """A page of records of one kind in one workspace, ordered by (created_at, id).
 
@@ -181,7 +185,7 @@ class Store(Protocol):
         """
         ...
 
-    async def read(self, session_id: str, query: EventQuery = EventQuery()) -> list[StoredEvent]:
+    async def read(self, session_id: str, query: EventQuery = ALL_EVENTS) -> list[StoredEvent]:
         """Events of one stream matching `query`, in seq order (or reversed)."""
         ...
 
@@ -248,5 +252,7 @@ def open_store(url: str) -> Store:
     if url.startswith(("postgres://", "postgresql://")):
         from sessiond.store.errors import InvalidInputError
 
-        raise InvalidInputError("the PostgreSQL backend is not built yet", code="unsupported_database")
+        raise InvalidInputError(
+            "the PostgreSQL backend is not built yet", code="unsupported_database"
+        )
     return SQLiteStore(url)

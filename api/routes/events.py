@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from sse_starlette import EventSourceResponse
 
 from sessiond.api.auth import workspace_id
 from sessiond.api.bodies import decode_body, raw_json_response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -13,8 +14,6 @@ from sessiond.api.query import query_bool, query_choice, query_int, query_list, 
 from sessiond.runtime.sessions import CreateSession, UpdateSession
 from sessiond.store.errors import InvalidInputError
 from sessiond.store.protocol import RecordQuery
-
-import msgspec
 
 _STATUSES = frozenset({"rescheduling", "running", "idle", "terminated"})
 _encode = msgspec.json.Encoder().encode

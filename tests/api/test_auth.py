@@ -39,7 +39,9 @@ def _new_key(server: RunningServer, workspace_id: str) -> str:
 
 def test_workspaces_isolate_resources(server: RunningServer, client: anthropic.Anthropic) -> None:
     made = httpx.post(
-        f"{server.base_url}/v1/workspaces", headers={"x-api-key": ADMIN_KEY}, json={"name": "team-b"}
+        f"{server.base_url}/v1/workspaces",
+        headers={"x-api-key": ADMIN_KEY},
+        json={"name": "team-b"},
     )
     assert made.status_code == 200
     workspace_b = made.json()["id"]

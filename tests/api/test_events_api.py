@@ -73,7 +73,9 @@ def test_invalid_sends_are_400_and_write_nothing(
     assert len(_all_events(client, session.id)) == 1
 
 
-def test_malformed_json_and_oversized_bodies(server: RunningServer, client: anthropic.Anthropic) -> None:
+def test_malformed_json_and_oversized_bodies(
+    server: RunningServer, client: anthropic.Anthropic
+) -> None:
     session = make_session(client)
     headers = {"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"}
     url = f"{server.base_url}/v1/sessions/{session.id}/events"
@@ -82,7 +84,11 @@ def test_malformed_json_and_oversized_bodies(server: RunningServer, client: anth
         assert bad.status_code == 400
         assert bad.json()["type"] == "error"
         assert bad.json()["error"]["type"] == "invalid_request_error"
-        huge = b'{"events":[{"type":"user.message","content":[{"type":"text","text":"' + b"x" * 300_000 + b'"}]}]}'
+        huge = (
+            b'{"events":[{"type":"user.message","content":[{"type":"text","text":"'
+            + b"x" * 300_000
+            + b'"}]}]}'
+        )
         too_large = http.post(url, content=huge, headers=headers)
         assert too_large.status_code == 413
     assert _all_events(client, session.id) == []

@@ -24,7 +24,9 @@ def test_create_pins_the_latest_agent_version_and_starts_idle(client: anthropic.
     assert pinned.agent.version == 1 and pinned.agent.system == "v1"
 
 
-def test_create_refuses_unknown_or_archived_environment_and_agent(client: anthropic.Anthropic) -> None:
+def test_create_refuses_unknown_or_archived_environment_and_agent(
+    client: anthropic.Anthropic,
+) -> None:
     agent = make_agent(client)
     environment = client.beta.environments.create(name="env")
     with pytest.raises(anthropic.NotFoundError):
@@ -50,7 +52,9 @@ def test_initial_events_are_the_first_log_entries(client: anthropic.Anthropic) -
 
 def test_update_title_and_metadata_emits_session_updated(client: anthropic.Anthropic) -> None:
     session = make_session(client, metadata={"a": "1", "b": "2"})
-    updated = client.beta.sessions.update(session.id, title="renamed", metadata={"a": None, "c": "3"})
+    updated = client.beta.sessions.update(
+        session.id, title="renamed", metadata={"a": None, "c": "3"}
+    )
     assert updated.title == "renamed"
     assert updated.metadata == {"b": "2", "c": "3"}
     events = list(client.beta.sessions.events.list(session.id))
@@ -69,7 +73,9 @@ def test_list_filters_orders_and_pages_both_ways(client: anthropic.Anthropic) ->
     ]
     newest_first = [s.id for s in client.beta.sessions.list(agent_id=agent.id, limit=2)]
     assert newest_first == list(reversed(made))
-    oldest_first = [s.id for s in client.beta.sessions.list(agent_id=agent.id, limit=2, order="asc")]
+    oldest_first = [
+        s.id for s in client.beta.sessions.list(agent_id=agent.id, limit=2, order="asc")
+    ]
     assert oldest_first == made
     page1 = client.beta.sessions.list(agent_id=agent.id, limit=2, order="asc")
     page2 = client.beta.sessions.list(agent_id=agent.id, limit=2, order="asc", page=page1.next_page)

@@ -44,7 +44,9 @@ def recorded(server: RunningServer) -> tuple[str, list[str]]:
 
 
 @settings(max_examples=25, deadline=None)
-@given(point=st.integers(min_value=0, max_value=LOG_SIZE - 1), how=st.sampled_from(["after", "header"]))
+@given(
+    point=st.integers(min_value=0, max_value=LOG_SIZE - 1), how=st.sampled_from(["after", "header"])
+)
 def test_resume_yields_exactly_the_events_after_the_point(
     client: anthropic.Anthropic, recorded: tuple[str, list[str]], point: int, how: str
 ) -> None:
@@ -105,7 +107,9 @@ def test_server_shutdown_ends_live_streams(tmp_path: object) -> None:
     running = RunningServer(make_config(tmp_path))  # type: ignore[arg-type]
     running.start()
     try:
-        with anthropic.Anthropic(base_url=running.base_url, api_key=ADMIN_KEY, max_retries=0) as sdk:
+        with anthropic.Anthropic(
+            base_url=running.base_url, api_key=ADMIN_KEY, max_retries=0
+        ) as sdk:
             session = make_session(sdk)
             ended = threading.Event()
             with sdk.beta.sessions.events.stream(session.id, timeout=10) as stream:

@@ -1,0 +1,86 @@
+"""The agent toolset against a real temporary directory and a real shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from sessiond.runtime.tools.toolset import MAX_OUTPUT_CHARS, run_tool
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_write_then_read_then_edit(tmp_path: Path) -> None:
+    wrote = await run_tool("write", {"file_path": "notes/a.txt", "content": "one\ntwo\n"}, tmp_path)
+    assert not wrote.is_error and (tmp_path / "notes/a.txt").read_text() == "one\ntwo\n"
+    read = await run_tool("read", {"file_path": "notes/a.txt", "view_range": [2, 0]}, tmp_path)
+    assert read.text.split("\t") == ["     2", "two"]
+    edited = await run_tool(
+        "edit", {"file_path": "notes/a.txt", "old_string": "two", "new_string": "2"}, tmp_path
+    )
+    assert not edited.is_error and (tmp_path / "notes/a.txt").read_text() == "one\n2\n"
+
+
+async def test_edit_refuses_ambiguous_or_missing_strings(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x x")
+    ambiguous = await run_tool(
+        "edit", {"file_path": "f", "old_string": "x", "new_string": "y"}, tmp_path
+    )
+    assert ambiguous.is_error and "2 times" in ambiguous.text
+    every = await run_tool(
+        "edit",
+        {"file_path": "f", "old_string": "x", "new_string": "y", "replace_all": True},
+        tmp_path,
+    )
+    assert not every.is_error and (tmp_path / "f").read_text() == "y y"
+    missing = await run_tool(
+        "edit", {"file_path": "f", "old_string": "z", "new_string": "y"}, tmp_path
+    )
+    assert missing.is_error
+
+
+async def test_paths_cannot_leave_the_working_directory(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    outcome = await run_tool("write", {"file_path": "../escape", "content": "x"}, work)
+    assert outcome.is_error and not (tmp_path / "escape").exists()
+    read = await run_tool("read", {"file_path": "/etc/passwd"}, work)
+    assert read.is_error
+
+
+async def test_bash_output_exit_codes_and_cwd(tmp_path: Path) -> None:
+    ok = await run_tool("bash", {"command": "pwd; echo err >&2"}, tmp_path)
+    assert not ok.is_error and str(tmp_path.resolve()) in ok.text and "err" in ok.text
+    failed = await run_tool("bash", {"command": "exit 3"}, tmp_path)
+    assert failed.is_error and "exit code 3" in failed.text
+
+
+async def test_bash_timeout_kills_the_process_tree(tmp_path: Path) -> None:
+    with anyio.fail_after(10):
+        outcome = await run_tool(
+            "bash", {"command": "sleep 30 & sleep 30; echo never", "timeout_ms": 300}, tmp_path
+        )
+    assert outcome.is_error and "timed out" in outcome.text and "never" not in outcome.text
+
+
+async def test_output_is_capped(tmp_path: Path) -> None:
+    outcome = await run_tool("bash", {"command": "yes | head -c 200000"}, tmp_path)
+    assert len(outcome.text) < MAX_OUTPUT_CHARS + 200 and "truncated" in outcome.text
+
+
+async def test_glob_and_grep(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/a.py").write_text("import os\nprint('hi')\n")
+    (tmp_path / "src/b.txt").write_text("hi there\n")
+    globbed = await run_tool("glob", {"pattern": "**/*.py"}, tmp_path)
+    assert globbed.text == "src/a.py"
+    grepped = await run_tool("grep", {"pattern": "hi", "path": "src"}, tmp_path)
+    assert grepped.text.splitlines() == ["src/a.py:2:print('hi')", "src/b.txt:1:hi there"]
+    bad = await run_tool("grep", {"pattern": "("}, tmp_path)
+    assert bad.is_error
+
+
+async def test_unknown_and_unavailable_tools_are_error_results(tmp_path: Path) -> None:
+    assert (await run_tool("web_fetch", {"url": "http://x"}, tmp_path)).is_error
+    assert (await run_tool("teleport", {}, tmp_path)).is_error
