@@ -45,6 +45,9 @@ class NewEvent(msgspec.Struct, frozen=True):
 
     type: str
     data: bytes
+    id: str | None = None
+    """A public id chosen in advance (`sevt_…`), e.g. one already announced to live
+    subscribers in a delta preview; None lets the store assign one."""
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
