@@ -2,23 +2,28 @@
 
 Every frame has an `event:` line (the SDK drops frames without one) and persisted events
 carry `id: <event id>`, so `Last-Event-ID` resumes exactly after the last frame a client
-saw. The tail re-reads the log after each nudge from the store's watch: the log is the
-buffer, the nudge holds one number, and a slow client costs no memory here.
+saw. Previews (`event_start` / `event_delta`) carry no `id:`, so a resume id always names
+a persisted event. The tail re-reads the log after each nudge from the store's watch:
+the log is the buffer, the nudge holds one number, and a slow client costs no memory here.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 import anyio
 import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream
 
+from sessiond.runtime.deltas import Preview
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import NotFoundError
 from sessiond.store.protocol import EventQuery, Store, StoredEvent, Watch
 
 _BATCH = 256
 _CLOSING_TYPES = frozenset({"session.deleted", "session.status_terminated"})
+_PREVIEWED_TYPES = frozenset({"agent.message", "agent.thinking"})
 
 
 def frame(stored: StoredEvent, wire: bytes) -> bytes:
@@ -30,6 +35,12 @@ def frame(stored: StoredEvent, wire: bytes) -> bytes:
     )
 
 
+def preview_frame(body: bytes) -> bytes:
+    """One SSE frame for a preview; its event name is the preview's own type."""
+    kind = b"event_delta" if body.startswith(b'{"type":"event_delta"') else b"event_start"
+    return b"event: %b\r\ndata: %b\r\n\r\n" % (kind, body)
+
+
 def deleted_frame() -> bytes:
     """The last frame of a stream whose session was deleted while it was open."""
     body = msgspec.json.encode(
@@ -38,18 +49,23 @@ def deleted_frame() -> bytes:
     return b"event: session.deleted\r\ndata: %b\r\n\r\n" % body
 
 
-def error_frame(body: bytes) -> bytes:
-    """An `event: error` frame with an Anthropic error body (the SDK raises on it)."""
-    return b"event: error\r\ndata: %b\r\n\r\n" % body
-
-
-async def _wait_or_drain(watch: Watch, after_seq: int, draining: anyio.Event) -> int | None:
-    """The stream's new last seq, or None once the server starts draining."""
-    result: int | None = None
+async def _next_wake(
+    watch: Watch,
+    after_seq: int,
+    draining: anyio.Event,
+    previews: MemoryObjectReceiveStream[Preview] | None,
+) -> int | Preview | None:
+    """The stream's new last seq, a preview, or None once the server starts draining."""
+    result: int | Preview | None = None
 
     async def wait_append() -> None:
         nonlocal result
         result = await watch.wait(after_seq)
+        tg.cancel_scope.cancel()
+
+    async def wait_preview(stream: MemoryObjectReceiveStream[Preview]) -> None:
+        nonlocal result
+        result = await stream.receive()
         tg.cancel_scope.cancel()
 
     async def wait_drain() -> None:
@@ -59,7 +75,9 @@ async def _wait_or_drain(watch: Watch, after_seq: int, draining: anyio.Event) ->
     async with anyio.create_task_group() as tg:
         tg.start_soon(wait_append)
         tg.start_soon(wait_drain)
-    return result
+        if previews is not None:
+            tg.start_soon(wait_preview, previews)
+    return None if draining.is_set() else result
 
 
 async def tail(
@@ -69,11 +87,15 @@ async def tail(
     after_seq: int | None,
     draining: anyio.Event,
     to_wire: Callable[[StoredEvent], bytes],
+    previews: MemoryObjectReceiveStream[Preview] | None = None,
 ) -> AsyncIterator[bytes]:
     """Frames of the events after `after_seq` (None: live only), then live ones, forever.
 
     Ends after `session.deleted` / `session.status_terminated`, or when the server drains.
     """
+    # A preview can lose the race against its own final event; one for an event already
+    # sent would make a client's accumulated message go backwards, so it is dropped.
+    finished: deque[str] = deque(maxlen=64)
     try:
         async with store.watch(session_id) as watch:
             # Taken after the watch is registered: an append racing this read is either
@@ -84,11 +106,20 @@ async def tail(
                 for stored in batch:
                     yield frame(stored, to_wire(stored))
                     cursor = stored.seq
+                    if stored.type in _PREVIEWED_TYPES:
+                        finished.append(stored.id)
                     if stored.type in _CLOSING_TYPES:
                         return
                 if len(batch) == _BATCH:
                     continue
-                if await _wait_or_drain(watch, cursor, draining) is None:
-                    return
+                while True:
+                    woke = await _next_wake(watch, cursor, draining, previews)
+                    if woke is None:
+                        return
+                    if isinstance(woke, Preview):
+                        if woke.event_id not in finished:
+                            yield preview_frame(woke.body)
+                        continue
+                    break
     except NotFoundError:
         yield deleted_frame()
