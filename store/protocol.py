@@ -112,7 +112,8 @@ class RecordQuery(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     kind: str
-    workspace_id: str
+    workspace_id: str | None
+    """None lists every workspace (for the server's own use, e.g. crash recovery)."""
     tags: Mapping[str, frozenset[str]] = {}
     created_gt: str | None = None
     created_gte: str | None = None
