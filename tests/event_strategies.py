@@ -71,11 +71,16 @@ def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
 def _struct(cls: type[msgspec.Struct]) -> st.SearchStrategy[Any]:
     hints = typing.get_type_hints(cls)
     fields = {
-        name: st.deferred(lambda hint=hint: strategy_for(hint))
+        name: _deferred(hint)
         for name, hint in hints.items()
         if name in cls.__struct_fields__ and name not in _STORE_ASSIGNED
     }
     return st.builds(cls, **fields)
+
+
+def _deferred(hint: Any) -> st.SearchStrategy[Any]:
+    """Resolve lazily: nested types may refer back to the Struct being built."""
+    return st.deferred(lambda: strategy_for(hint))
 
 
 def events_of(cls: type[ev.EventBase]) -> st.SearchStrategy[ev.SessionEvent]:

@@ -25,8 +25,8 @@ from sessiond.runtime.usage import SpanModelUsage
 from sessiond.runtime.wire import decode_event, decode_stored, encode_body, encode_preview, to_wire
 from sessiond.store.protocol import StoredEvent
 
-_SDK_EVENTS = pydantic.TypeAdapter(BetaManagedAgentsSessionEvent)
-_SDK_STREAM = pydantic.TypeAdapter(BetaManagedAgentsStreamSessionEvents)
+_SDK_EVENTS: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(BetaManagedAgentsSessionEvent)
+_SDK_STREAM: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(BetaManagedAgentsStreamSessionEvents)
 _decode_stream = msgspec.json.Decoder(ev.StreamEvent).decode
 _RECORDED_AT = "2026-05-01T12:00:00.123456Z"
 
@@ -130,7 +130,7 @@ def test_every_event_type_round_trips_through_store_and_wire(tag: str, data: st.
 
     parsed = _SDK_EVENTS.validate_json(wire)
     assert type(parsed) is _SDK_EVENT_CLASSES[tag]
-    assert parsed.id == "sevt_01" and _extras(parsed) == []
+    assert parsed.model_dump()["id"] == "sevt_01" and _extras(parsed) == []
 
 
 @given(event=strategy_for(ev.SessionEvent))
