@@ -108,7 +108,6 @@ EventParams = (
     | UserDefineOutcomeParams
     | SystemMessageParams
 )
-InitialEventParams = UserMessageParams | UserDefineOutcomeParams
 
 SENDABLE_TYPES: tuple[str, ...] = tuple(
     str(cls.__struct_config__.tag) for cls in typing.get_args(EventParams)
@@ -184,20 +183,19 @@ def decode_params(
     params: list[EventParams] = []
     for index, item in enumerate(raw):
         where = f"$.{field}[{index}]"
-        event_type = _probe_type(item)
-        if event_type is not None and event_type not in allowed:
-            raise InvalidInputError(
-                f"{_describe(event_type)}; {field} may contain only "
-                f"{', '.join(allowed)} - at `{where}.type`",
-                code="event_not_sendable",
-            )
         try:
-            params.append(_decode_params(item))
+            param: EventParams = _decode_params(item)
         except msgspec.ValidationError as exc:
-            message = _explain(str(exc), event_type)
-            raise InvalidInputError(_with_path(message, where), code="invalid_event") from exc
+            event_type = _probe_type(item)
+            if event_type is not None and event_type not in allowed:
+                raise _not_sendable(event_type, field, allowed, where) from exc
+            message = _with_path(_explain(str(exc), event_type), where)
+            raise InvalidInputError(message, code="invalid_event") from exc
         except msgspec.DecodeError as exc:  # only reachable for hand-built Raw values
             raise InvalidInputError(f"{exc} - at `{where}`", code="invalid_event") from exc
+        if param.type not in allowed:
+            raise _not_sendable(param.type, field, allowed, where)
+        params.append(param)
     return params
 
 
@@ -313,10 +311,19 @@ def _probe_type(item: msgspec.Raw) -> str | None:
         return None
 
 
-def _describe(event_type: str) -> str:
-    if event_type in ev.EVENT_TYPES:
-        return f"{event_type!r} events are produced by the server and cannot be sent"
-    return f"unknown event type {event_type!r}"
+def _not_sendable(
+    event_type: str, field: str, allowed: Sequence[str], where: str
+) -> InvalidInputError:
+    if event_type in SENDABLE_TYPES:
+        problem = f"{event_type!r} events are not allowed here"
+    elif event_type in ev.EVENT_TYPES:
+        problem = f"{event_type!r} events are produced by the server and cannot be sent"
+    else:
+        problem = f"unknown event type {event_type!r}"
+    return InvalidInputError(
+        f"{problem}; {field} may contain only {', '.join(allowed)} - at `{where}.type`",
+        code="event_not_sendable",
+    )
 
 
 def _explain(message: str, event_type: str | None) -> str:

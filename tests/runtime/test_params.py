@@ -325,7 +325,10 @@ def test_initial_events_allow_messages_and_outcomes_only() -> None:
         with pytest.raises(InvalidInputError) as caught:
             initial(USER_MESSAGE, SENDABLE.get(tag, {"type": tag}))
         assert caught.value.code == "event_not_sendable"
+        assert caught.value.message.startswith(f"{tag!r} events are ")
         assert "`$.initial_events[1].type`" in caught.value.message
+        server_only = "produced by the server" in caught.value.message
+        assert server_only == (tag not in SENDABLE)
 
 
 def test_initial_events_are_at_most_50_and_checked() -> None:
