@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from contextlib import nullcontext
 
 import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from sessiond.runtime.deltas import Preview
+from sessiond.runtime import events as ev
+from sessiond.runtime.deltas import DeltaHub, Preview
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import NotFoundError
 from sessiond.store.protocol import EventQuery, Store, StoredEvent, Watch
@@ -43,9 +45,7 @@ def preview_frame(body: bytes) -> bytes:
 
 def deleted_frame() -> bytes:
     """The last frame of a stream whose session was deleted while it was open."""
-    body = msgspec.json.encode(
-        {"id": new_id("sevt"), "type": "session.deleted", "processed_at": now_ts()}
-    )
+    body = msgspec.json.encode(ev.SessionDeleted(id=new_id("sevt"), processed_at=now_ts()))
     return b"event: session.deleted\r\ndata: %b\r\n\r\n" % body
 
 
@@ -87,7 +87,8 @@ async def tail(
     after_seq: int | None,
     draining: anyio.Event,
     to_wire: Callable[[StoredEvent], bytes],
-    previews: MemoryObjectReceiveStream[Preview] | None = None,
+    deltas: DeltaHub | None = None,
+    delta_kinds: frozenset[str] = frozenset(),
 ) -> AsyncIterator[bytes]:
     """Frames of the events after `after_seq` (None: live only), then live ones, forever.
 
@@ -96,30 +97,36 @@ async def tail(
     # A preview can lose the race against its own final event; one for an event already
     # sent would make a client's accumulated message go backwards, so it is dropped.
     finished: deque[str] = deque(maxlen=64)
+    subscription = (
+        deltas.subscribe(session_id, delta_kinds)
+        if deltas is not None and delta_kinds
+        else nullcontext(None)
+    )
     try:
-        async with store.watch(session_id) as watch:
-            # Taken after the watch is registered: an append racing this read is either
-            # in `cursor` or wakes the watch, never lost in between.
-            cursor = await store.last_seq(session_id) if after_seq is None else after_seq
-            while not draining.is_set():
-                batch = await store.read(session_id, EventQuery(after_seq=cursor, limit=_BATCH))
-                for stored in batch:
-                    yield frame(stored, to_wire(stored))
-                    cursor = stored.seq
-                    if stored.type in _PREVIEWED_TYPES:
-                        finished.append(stored.id)
-                    if stored.type in _CLOSING_TYPES:
-                        return
-                if len(batch) == _BATCH:
-                    continue
-                while True:
-                    woke = await _next_wake(watch, cursor, draining, previews)
-                    if woke is None:
-                        return
-                    if isinstance(woke, Preview):
-                        if woke.event_id not in finished:
-                            yield preview_frame(woke.body)
+        with subscription as previews:
+            async with store.watch(session_id) as watch:
+                # Taken after the watch is registered: an append racing this read is either
+                # in `cursor` or wakes the watch, never lost in between.
+                cursor = await store.last_seq(session_id) if after_seq is None else after_seq
+                while not draining.is_set():
+                    batch = await store.read(session_id, EventQuery(after_seq=cursor, limit=_BATCH))
+                    for stored in batch:
+                        yield frame(stored, to_wire(stored))
+                        cursor = stored.seq
+                        if stored.type in _PREVIEWED_TYPES:
+                            finished.append(stored.id)
+                        if stored.type in _CLOSING_TYPES:
+                            return
+                    if len(batch) == _BATCH:
                         continue
-                    break
+                    while True:
+                        woke = await _next_wake(watch, cursor, draining, previews)
+                        if woke is None:
+                            return
+                        if isinstance(woke, Preview):
+                            if woke.event_id not in finished:
+                                yield preview_frame(woke.body)
+                            continue
+                        break
     except NotFoundError:
         yield deleted_frame()

@@ -2,21 +2,22 @@
 
 The record (kind `session`) holds the session's fixed facts (pinned agent snapshot,
 environment, created_at) and the folded `SessionState`. The store rewrites it in the
-same transaction as every append, through `_project`, so a retrieve never folds and
+same transaction as every append, through `project_session`, so a retrieve never folds and
 never disagrees with the log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
 from sessiond.runtime import events as ev
 from sessiond.runtime.agents import AgentService
 from sessiond.runtime.environments import EnvironmentService
-from sessiond.runtime.fold import SessionState, fold_all
+from sessiond.runtime.fold import OutcomeEvaluation, SessionState, fold_all
 from sessiond.runtime.params import SendEvents, validate_initial_events, validate_send
+from sessiond.runtime.usage import BudgetLimit
 from sessiond.runtime.wire import decode_stored, encode_body
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
@@ -31,21 +32,6 @@ from sessiond.store.protocol import (
 
 KIND = "session"
 _MAX_METADATA_KEYS = 16
-
-
-class BudgetAmount(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A list cost in integer minor units, as a string (`"2500"` = $25.00)."""
-
-    amount: str
-    currency: str
-
-
-class BudgetLimit(
-    msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag="limit", tag_field="type"
-):
-    """`{"type": "limit", "max_list_cost": {...}}`."""
-
-    max_list_cost: BudgetAmount
 
 
 class CreateSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -102,7 +88,7 @@ class Session(msgspec.Struct, kw_only=True):
     metadata: dict[str, str]
     resources: list[msgspec.Raw]
     vault_ids: list[str]
-    outcome_evaluations: list[msgspec.Raw]
+    outcome_evaluations: list[OutcomeEvaluation]
     stats: msgspec.Raw
     usage: msgspec.Raw
     budget: BudgetLimit | None
@@ -133,7 +119,7 @@ def _tags(doc: SessionDoc, agent_id: str, agent_version: int) -> dict[str, str]:
     }
 
 
-def _project(record: Record, stored: Sequence[StoredEvent]) -> Record:
+def project_session(record: Record, stored: Sequence[StoredEvent]) -> Record:
     """Fold new events into the session record (runs inside the append transaction)."""
     doc = _decode_doc(record.data)
     new_agent = doc.agent
@@ -149,6 +135,11 @@ def _project(record: Record, stored: Sequence[StoredEvent]) -> Record:
     )
 
 
+def agent_snapshot(record: Record) -> bytes:
+    """The pinned agent snapshot (JSON) of a session record."""
+    return bytes(_decode_doc(record.data).agent)
+
+
 def to_session(record: Record) -> Session:
     """The wire object for a stored session record."""
     doc = _decode_doc(record.data)
@@ -162,7 +153,7 @@ def to_session(record: Record) -> Session:
         metadata=dict(state.metadata),
         resources=[],
         vault_ids=[],
-        outcome_evaluations=[],
+        outcome_evaluations=list(state.outcome_evaluations),
         stats=msgspec.Raw(msgspec.json.encode(state.stats)),
         usage=msgspec.Raw(msgspec.json.encode(state.usage)),
         budget=doc.budget,
@@ -183,15 +174,24 @@ def _check_metadata(metadata: dict[str, str]) -> None:
             )
 
 
+InputListener = Callable[[str, Sequence[ev.EventBase]], Awaitable[None]]
+"""Told about client events once they are appended (the supervisor wakes the engine)."""
+
+
 class SessionService:
     """Create, read, update, archive and delete sessions; append client events."""
 
     def __init__(
-        self, store: Store, agents: AgentService, environments: EnvironmentService
+        self,
+        store: Store,
+        agents: AgentService,
+        environments: EnvironmentService,
+        on_input: InputListener | None = None,
     ) -> None:
         self._store = store
         self._agents = agents
         self._environments = environments
+        self._on_input = on_input
 
     async def get_record(self, workspace_id: str, session_id: str) -> Record:
         """The session's record; another workspace's session is simply not found."""
@@ -226,7 +226,9 @@ class SessionService:
             self_hosted=environment.config.type == "self_hosted",
             created_at=now,
             budget=params.budget,
-            state=SessionState(title=params.title, metadata=params.metadata, updated_at=now),
+            state=SessionState(
+                title=params.title, metadata=params.metadata, created_at=now, updated_at=now
+            ),
         )
         record = Record(
             kind=KIND,
@@ -238,8 +240,10 @@ class SessionService:
             tags=_tags(doc, agent.id, agent.version),
         )
         new_events = [NewEvent(type=e.type, data=encode_body(e)) for e in initial]
-        result = await self._store.create_stream(record, new_events, project=_project)
+        result = await self._store.create_stream(record, new_events, project=project_session)
         assert result.record is not None
+        if initial and self._on_input is not None:
+            await self._on_input(session_id, initial)
         return to_session(result.record)
 
     async def retrieve(self, workspace_id: str, session_id: str) -> Session:
@@ -258,7 +262,12 @@ class SessionService:
             raise InvalidInputError("session is terminated", code="session_terminated")
         events = validate_send(params, self_hosted=doc.self_hosted)
         new_events = [NewEvent(type=e.type, data=encode_body(e)) for e in events]
-        return await self._store.append(session_id, new_events, expected_seq=None, project=_project)
+        result = await self._store.append(
+            session_id, new_events, expected_seq=None, project=project_session
+        )
+        if self._on_input is not None:
+            await self._on_input(session_id, events)
+        return result
 
     async def update(self, workspace_id: str, session_id: str, params: UpdateSession) -> Session:
         """Apply an update as a `session.updated` event carrying only what changed."""
@@ -303,7 +312,7 @@ class SessionService:
             session_id,
             [NewEvent(type=updated.type, data=encode_body(updated))],
             expected_seq=None,
-            project=_project,
+            project=project_session,
         )
         assert result.record is not None
         return to_session(result.record)

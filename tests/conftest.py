@@ -19,7 +19,6 @@ settings.register_profile(
     max_examples=60,
     deadline=None,
     derandomize=False,
-    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

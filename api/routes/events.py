@@ -97,12 +97,18 @@ async def stream_events(request: Request) -> Response:
     await services.sessions.get_record(ws, session_id)
     after_seq = await _resume_seq(request, session_id)
     config = request.app.state.config
+    kinds = frozenset(query_list(request, "event_deltas"))
+    unknown = kinds - {"agent.message", "agent.thinking"}
+    if unknown:
+        raise InvalidInputError(f"event_deltas: unknown type {sorted(unknown)[0]!r}")
     body = tail(
         services.store,
         session_id,
         after_seq=after_seq,
         draining=request.app.state.draining,
         to_wire=to_wire,
+        deltas=services.deltas,
+        delta_kinds=kinds,
     )
     return EventSourceResponse(
         body,

@@ -1,0 +1,288 @@
+"""The turn loop: read the log, ask the planner for the next step, do it, append, repeat.
+
+Every step ends in an append, and the next step is planned from the log again, so a
+crash between any two steps resumes exactly where the log says (see `runtime/turns.py`).
+A model response is appended atomically (message, tool calls and the span end in one
+append), so a log never holds half a response.
+
+Interrupts cancel the drive's scope. The closing events (the span end of an interrupted
+model request, the idle) are then written in a shielded scope with a short deadline, and
+the cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+import msgspec
+
+from sessiond.runtime import events as ev
+from sessiond.runtime.agent_tools import AgentTools, agent_tools
+from sessiond.runtime.content import TextBlock
+from sessiond.runtime.context import build_request
+from sessiond.runtime.deltas import DeltaHub, Preview
+from sessiond.runtime.error_objects import (
+    ModelOverloadedErrorObject,
+    ModelRateLimitedErrorObject,
+    ModelRequestFailedErrorObject,
+    RetryStatusExhausted,
+    RetryStatusRetrying,
+    UnknownErrorObject,
+)
+from sessiond.runtime.providers import base as pb
+from sessiond.runtime.sessions import KIND, agent_snapshot, project_session
+from sessiond.runtime.tools.toolset import run_tool
+from sessiond.runtime.turns import (
+    AwaitAction,
+    CallModel,
+    DenyTools,
+    EndTurn,
+    RunTools,
+    plan,
+)
+from sessiond.runtime.usage import SpanModelUsage
+from sessiond.runtime.wire import decode_stored, encode_body, encode_preview
+from sessiond.store.clock import new_id
+from sessiond.store.errors import AppError
+from sessiond.store.protocol import NewEvent, Store
+
+log = logging.getLogger("sessiond.engine")
+
+CLOSE_DEADLINE_S = 5.0
+MAX_STEPS_PER_DRIVE = 500
+
+DeltaCallback = Callable[[pb.TextDelta], Awaitable[None]]
+FailureCallback = Callable[[AppError, int, bool, float], Awaitable[None]]
+FallbackCallback = Callable[[str, str, str], Awaitable[None]]
+
+
+class Models(Protocol):
+    """Model calls with routing, retries, breaker and fallback (runtime/providers)."""
+
+    async def complete(
+        self,
+        request: pb.ModelRequest,
+        *,
+        on_delta: DeltaCallback | None,
+        on_attempt_failed: FailureCallback | None,
+        on_fallback: FallbackCallback | None,
+    ) -> pb.ModelResponse:
+        """Complete one request; raises the last AppError when every attempt failed."""
+        ...
+
+
+def _error_object(error: AppError, retrying: bool):  # type: ignore[no-untyped-def]
+    status = RetryStatusRetrying() if retrying else RetryStatusExhausted()
+    cls = {
+        "model_rate_limited": ModelRateLimitedErrorObject,
+        "model_overloaded": ModelOverloadedErrorObject,
+        "circuit_open": ModelOverloadedErrorObject,
+    }.get(error.code, ModelRequestFailedErrorObject)
+    return cls(message=error.message, retry_status=status)
+
+
+def _usage(usage: pb.Usage | None) -> SpanModelUsage:
+    if usage is None:
+        return SpanModelUsage(
+            input_tokens=0,
+            output_tokens=0,
+            cache_creation_input_tokens=0,
+            cache_read_input_tokens=0,
+        )
+    return SpanModelUsage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens,
+        cache_read_input_tokens=usage.cache_read_input_tokens,
+    )
+
+
+class Engine:
+    """Drives sessions; one `drive` per session at a time (the Supervisor sees to that)."""
+
+    def __init__(self, store: Store, models: Models, deltas: DeltaHub, workdir_root: Path) -> None:
+        self._store = store
+        self._models = models
+        self._deltas = deltas
+        self._workdir_root = workdir_root
+
+    async def _append(self, session_id: str, events: Sequence[ev.EventBase]) -> None:
+        new = [NewEvent(type=e.type, data=encode_body(e), id=e.id or None) for e in events]
+        await self._store.append(session_id, new, expected_seq=None, project=project_session)
+
+    async def _log(self, session_id: str) -> list[ev.EventBase]:
+        return [decode_stored(s) for s in await self._store.read(session_id)]
+
+    async def drive(self, session_id: str) -> None:
+        """Run steps until the session rests or waits on its client."""
+        tools = agent_tools(agent_snapshot(await self._store.get_record(KIND, session_id)))
+        open_span: list[str] = []
+        try:
+            for _ in range(MAX_STEPS_PER_DRIVE):
+                events = await self._log(session_id)
+                step = plan(events)
+                if isinstance(step, CallModel):
+                    if _status(events) != "running":
+                        await self._append(session_id, [ev.SessionStatusRunning()])
+                        events = await self._log(session_id)
+                    await self._call_model(session_id, tools, events, open_span)
+                elif isinstance(step, RunTools):
+                    for call in step.calls:
+                        outcome = await run_tool(
+                            call.name, dict(call.input), self._workdir(session_id)
+                        )
+                        result = ev.AgentToolResult(
+                            tool_use_id=call.id,
+                            content=[TextBlock(text=outcome.text)],
+                            is_error=outcome.is_error,
+                        )
+                        await self._append(session_id, [result])
+                elif isinstance(step, DenyTools):
+                    results = [
+                        ev.AgentToolResult(
+                            tool_use_id=call.id,
+                            content=[
+                                TextBlock(
+                                    text=f"The user denied this tool call: {reason}"
+                                    if reason
+                                    else "The user denied this tool call."
+                                )
+                            ],
+                            is_error=True,
+                        )
+                        for call, reason in step.calls
+                    ]
+                    await self._append(session_id, results)
+                elif isinstance(step, AwaitAction):
+                    if not step.already_announced:
+                        idle = ev.SessionStatusIdle(
+                            stop_reason=ev.RequiresAction(event_ids=step.event_ids)
+                        )
+                        await self._append(session_id, [idle])
+                    return
+                elif isinstance(step, EndTurn):
+                    await self._append(session_id, [ev.SessionStatusIdle(stop_reason=ev.EndTurn())])
+                    return
+                else:
+                    return
+            log.error("session %s: step limit reached; ending the turn", session_id)
+            await self._append(
+                session_id, [ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted())]
+            )
+        except anyio.get_cancelled_exc_class():
+            with anyio.move_on_after(CLOSE_DEADLINE_S, shield=True):
+                await self._close_interrupted(session_id, open_span)
+            raise
+
+    async def _close_interrupted(self, session_id: str, open_span: list[str]) -> None:
+        closing: list[ev.EventBase] = []
+        if open_span:
+            closing.append(
+                ev.SpanModelRequestEnd(
+                    model_request_start_id=open_span[0], model_usage=_usage(None), is_error=True
+                )
+            )
+        events = await self._log(session_id)
+        if _status(events) != "idle" or closing:
+            closing.append(ev.SessionStatusIdle(stop_reason=ev.EndTurn()))
+        if closing:
+            await self._append(session_id, closing)
+
+    async def _call_model(
+        self,
+        session_id: str,
+        tools: AgentTools,
+        events: list[ev.EventBase],
+        open_span: list[str],
+    ) -> None:
+        start = ev.SpanModelRequestStart(id=new_id("sevt"))
+        await self._append(session_id, [start])
+        open_span[:] = [start.id]
+        request = build_request(tools, events)
+        message_id = new_id("sevt")
+        started = False
+
+        async def on_delta(delta: pb.TextDelta) -> None:
+            nonlocal started
+            if not self._deltas.wants(session_id):
+                return
+            if not started:
+                started = True
+                body = encode_preview(ev.EventStart(event=ev.AgentMessagePreview(id=message_id)))
+                self._deltas.publish(session_id, Preview(message_id, "agent.message", body))
+            body = encode_preview(
+                ev.EventDelta(
+                    event_id=message_id,
+                    delta=ev.ContentDelta(index=delta.index, content=TextBlock(text=delta.text)),
+                )
+            )
+            self._deltas.publish(session_id, Preview(message_id, "agent.message", body))
+
+        async def on_attempt_failed(
+            error: AppError, attempt: int, retrying: bool, delay_s: float
+        ) -> None:
+            if retrying:
+                await self._append(session_id, [ev.SessionError(error=_error_object(error, True))])
+
+        async def on_fallback(from_model: str, to_model: str, reason: str) -> None:
+            message = f"model {from_model} unavailable ({reason}); falling back to {to_model}"
+            error = UnknownErrorObject(message=message, retry_status=RetryStatusRetrying())
+            await self._append(session_id, [ev.SessionError(error=error)])
+
+        try:
+            response = await self._models.complete(
+                request,
+                on_delta=on_delta,
+                on_attempt_failed=on_attempt_failed,
+                on_fallback=on_fallback,
+            )
+        except AppError as error:
+            await self._append(
+                session_id,
+                [
+                    ev.SessionError(error=_error_object(error, False)),
+                    ev.SpanModelRequestEnd(
+                        model_request_start_id=start.id, model_usage=_usage(None), is_error=True
+                    ),
+                    ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted()),
+                ],
+            )
+            open_span.clear()
+            return
+        out: list[ev.EventBase] = []
+        texts = [TextBlock(text=b.text) for b in response.content if isinstance(b, pb.TextBlock)]
+        if texts:
+            out.append(ev.AgentMessage(id=message_id, content=texts))
+        for block in response.content:
+            if isinstance(block, pb.ToolUseBlock):
+                call = tools.classify(block.name, dict(block.input))
+                out.append(msgspec.structs.replace(call, id=new_id("sevt")))
+        out.append(
+            ev.SpanModelRequestEnd(
+                model_request_start_id=start.id, model_usage=_usage(response.usage)
+            )
+        )
+        if response.stop_reason == "refusal":
+            out.append(ev.SessionStatusIdle(stop_reason=ev.Refusal()))
+        await self._append(session_id, out)
+        open_span.clear()
+
+    def _workdir(self, session_id: str) -> Path:
+        return self._workdir_root / session_id
+
+
+def _status(events: Sequence[ev.EventBase]) -> str:
+    for event in reversed(events):
+        if isinstance(event, ev.SessionStatusRunning):
+            return "running"
+        if isinstance(event, ev.SessionStatusIdle):
+            return "idle"
+        if isinstance(event, ev.SessionStatusRescheduled):
+            return "rescheduling"
+        if isinstance(event, ev.SessionStatusTerminated):
+            return "terminated"
+    return "idle"

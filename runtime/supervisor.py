@@ -1,0 +1,140 @@
+"""Which sessions run, in one process: exactly one drive per session at a time.
+
+Each drive is a child task of the supervisor's task group, started with `tg.start` so a
+failure before it is running reaches the caller. Each keeps a CancelScope that
+`interrupt` cancels; the engine then writes its closing events, shielded.
+
+A wake that arrives while a session's drive is running is remembered and makes the drive
+plan again before it ends, so input sent mid-turn is taken up by the next turn. Between
+the drive's last check and its removal there is no await, so no wake can fall between.
+
+On start, sessions the log says were running (a crash left them so) are marked
+`session.status_rescheduled` and driven on from their log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from sessiond.runtime import events as ev
+from sessiond.runtime.engine import Engine
+from sessiond.runtime.error_objects import RetryStatusExhausted, UnknownErrorObject
+from sessiond.runtime.sessions import KIND, project_session
+from sessiond.runtime.wire import encode_body
+from sessiond.store.errors import NotFoundError
+from sessiond.store.protocol import NewEvent, RecordQuery, Store
+
+log = logging.getLogger("sessiond.supervisor")
+
+
+class Supervisor:
+    """Runs session drives as children of one task group."""
+
+    def __init__(self, store: Store, engine: Engine) -> None:
+        self._store = store
+        self._engine = engine
+        self._tg: TaskGroup | None = None
+        self._active: set[str] = set()
+        self._again: set[str] = set()
+        self._scopes: dict[str, anyio.CancelScope] = {}
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Own the task group until cancelled; resume crashed sessions first."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await self._recover()
+            task_status.started()
+            await anyio.sleep_forever()
+
+    def running(self, session_id: str) -> bool:
+        """Whether a drive for this session is in progress."""
+        return session_id in self._active
+
+    async def notify(self, session_id: str, events: Sequence[ev.EventBase]) -> None:
+        """New client events were appended: interrupt if asked, then plan again."""
+        if any(isinstance(e, ev.UserInterrupt) for e in events):
+            scope = self._scopes.get(session_id)
+            if scope is not None:
+                scope.cancel()
+        await self.wake(session_id)
+
+    async def wake(self, session_id: str) -> None:
+        """Make sure the session's log gets planned (again)."""
+        if session_id in self._active:
+            self._again.add(session_id)
+            return
+        if self._tg is None:
+            raise RuntimeError("the supervisor is not running")
+        await self._tg.start(self._drive, session_id)
+
+    async def _drive(self, session_id: str, *, task_status: TaskStatus[None]) -> None:
+        self._active.add(session_id)
+        task_status.started()
+        try:
+            while True:
+                self._again.discard(session_id)
+                with anyio.CancelScope() as scope:
+                    self._scopes[session_id] = scope
+                    await self._drive_once(session_id)
+                self._scopes.pop(session_id, None)
+                if session_id not in self._again:
+                    break
+        finally:
+            self._scopes.pop(session_id, None)
+            self._active.discard(session_id)
+
+    async def _drive_once(self, session_id: str) -> None:
+        try:
+            await self._engine.drive(session_id)
+        except NotFoundError:
+            pass  # deleted while it ran
+        except Exception as exc:
+            # A bug, not a provider failure (those are handled in the engine): record it
+            # in the log so the session does not look stuck, and keep the server up.
+            log.exception("session %s: drive failed", session_id)
+            error = UnknownErrorObject(
+                message=f"internal error: {type(exc).__name__}", retry_status=RetryStatusExhausted()
+            )
+            closing = [
+                ev.SessionError(error=error),
+                ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted()),
+            ]
+            try:
+                await self._store.append(
+                    session_id,
+                    [NewEvent(type=e.type, data=encode_body(e)) for e in closing],
+                    expected_seq=None,
+                    project=project_session,
+                )
+            except Exception:
+                log.exception("session %s: could not record the failure", session_id)
+
+    async def _recover(self) -> None:
+        after: tuple[str, str] | None = None
+        while True:
+            query = RecordQuery(
+                kind=KIND,
+                workspace_id=None,
+                tags={"status": frozenset({"running", "rescheduling"})},
+                include_archived=True,
+                after=after,
+                limit=200,
+            )
+            records = await self._store.list_records(query)
+            for record in records:
+                rescheduled = ev.SessionStatusRescheduled()
+                await self._store.append(
+                    record.id,
+                    [NewEvent(type=rescheduled.type, data=encode_body(rescheduled))],
+                    expected_seq=None,
+                    project=project_session,
+                )
+                log.info("session %s: rescheduled after a restart", record.id)
+                await self.wake(record.id)
+            if len(records) < 200:
+                return
+            after = (records[-1].created_at, records[-1].id)
