@@ -1,0 +1,640 @@
+"""The embedded backend: SQLite in WAL mode, one group-committing writer, pooled readers.
+
+Writes: every mutation is queued (bounded) to one writer task. The writer takes whatever
+is queued, runs the whole batch on a stdlib `sqlite3` connection in one worker-thread hop
+as ONE transaction (a SAVEPOINT per operation, so one failing append does not sink its
+neighbours), commits, and only then resolves each caller's future and wakes watchers. One
+fsync then covers many appends: that is what lets thousands of sessions append at once.
+The write connection is driven from a worker thread because aiosqlite would hop threads
+once per statement; reads use aiosqlite connections, which WAL lets run beside the writer.
+
+The writer is a task the store creates in `open()` and awaits in `close()`: the store is
+opened by callers that own no task group of their own (CLI, tests, the app's lifespan),
+and `close()` is the single place it ends, after draining every queued write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from itertools import count
+from typing import Any
+
+import aiosqlite
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from sessiond.store.clock import new_id, now_ts
+from sessiond.store.errors import (
+    AppError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
+from sessiond.store.notify import Notifier
+from sessiond.store.protocol import (
+    ALL_EVENTS,
+    AppendResult,
+    EventQuery,
+    NewEvent,
+    Projector,
+    Record,
+    RecordQuery,
+    StoredEvent,
+    Version,
+    Watch,
+)
+from sessiond.store.sqlite_schema import migrate
+
+QUEUE_SIZE = 8192
+MAX_BATCH = 2048
+READERS = 4
+_EVENT_COLUMNS = "session_id, seq, position, id, type, data, recorded_at"
+_RECORD_COLUMNS = (
+    "kind, id, workspace_id, data, tags, created_at, updated_at, archived_at, revision"
+)
+_encode_tags = msgspec.json.Encoder().encode
+_decode_tags = msgspec.json.Decoder(dict[str, str]).decode
+
+
+class StoreStats(msgspec.Struct):
+    """Counters to check that group commit batches (cheap to keep)."""
+
+    commits: int = 0
+    operations: int = 0
+    appended_events: int = 0
+
+
+def _event(row: Sequence[Any]) -> StoredEvent:
+    return StoredEvent(
+        session_id=row[0],
+        seq=row[1],
+        position=row[2],
+        id=row[3],
+        type=row[4],
+        data=bytes(row[5]),
+        recorded_at=row[6],
+    )
+
+
+def _record(row: Sequence[Any]) -> Record:
+    return Record(
+        kind=row[0],
+        id=row[1],
+        workspace_id=row[2],
+        data=bytes(row[3]),
+        tags=_decode_tags(row[4]),
+        created_at=row[5],
+        updated_at=row[6],
+        archived_at=row[7],
+        revision=row[8],
+    )
+
+
+def _translate(exc: sqlite3.Error) -> AppError:
+    """sqlite3's exceptions enter here and nowhere else."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        if "events.id" in text:
+            return ConflictError("an event with this id exists", code="event_id_exists")
+        if "versions" in text:
+            return ConflictError("this version exists already", code="version_exists")
+        if "records" in text:
+            return ConflictError("a record with this id exists", code="record_exists")
+        if "streams" in text:
+            return ConflictError("a session with this id exists", code="stream_exists")
+        return ConflictError(text, code="conflict")
+    if "locked" in text or "busy" in text:
+        return UnavailableError(f"database busy: {text}", code="database_busy")
+    return UnavailableError(f"database error: {text}", code="database_error")
+
+
+class _Op:
+    """One queued mutation: a function run inside the batch transaction, and its future."""
+
+    __slots__ = ("apply", "future", "notify")
+
+    def __init__(self, apply: Callable[[sqlite3.Connection], Any]) -> None:
+        self.apply = apply
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.notify: list[tuple[str, int]] = []  # (session_id, last_seq), or seq -1 = deleted
+
+
+class SQLiteStore:
+    """The `Store` on one SQLite file."""
+
+    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise InvalidInputError(f"synchronous: unknown setting {synchronous!r}")
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self.stats = StoreStats()
+        self._notifier = Notifier()
+        self._writer_conn: sqlite3.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._next_reader = count()
+        self._send: MemoryObjectSendStream[_Op] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._thread_limiter = anyio.CapacityLimiter(1)
+        self._next_position = 1
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, migrate, start the writer."""
+        await anyio.to_thread.run_sync(self._open_writer)
+        for _ in range(READERS):
+            reader = await aiosqlite.connect(self.path)
+            await reader.execute("PRAGMA busy_timeout = 10000")
+            await reader.execute("PRAGMA query_only = ON")
+            self._readers.append(reader)
+        send, receive = anyio.create_memory_object_stream[_Op](QUEUE_SIZE)
+        self._send = send
+        self._writer_task = asyncio.get_running_loop().create_task(self._write_loop(receive))
+
+    def _open_writer(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA busy_timeout = 10000")
+            migrate(conn)
+            high = conn.execute("SELECT value FROM meta WHERE key = 'position'").fetchone()
+            top = conn.execute("SELECT max(position) FROM events").fetchone()[0] or 0
+            self._next_position = max(top, high[0] if high else 0) + 1
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(exc) from exc
+        self._writer_conn = conn
+
+    async def close(self) -> None:
+        """Drain queued writes, stop the writer, close every connection."""
+        if self._send is not None:
+            await self._send.aclose()
+            self._send = None
+        if self._writer_task is not None:
+            await self._writer_task
+            self._writer_task = None
+        for reader in self._readers:
+            await reader.close()
+        self._readers = []
+        if self._writer_conn is not None:
+            conn, self._writer_conn = self._writer_conn, None
+            await anyio.to_thread.run_sync(conn.close, limiter=self._thread_limiter)
+
+    # -- the writer -------------------------------------------------------------------
+
+    async def _write_loop(self, receive: MemoryObjectReceiveStream[_Op]) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                # Shielded: once a batch is handed to the thread it commits or fails as a
+                # whole, and its callers must hear which.
+                with anyio.CancelScope(shield=True):
+                    outcomes = await anyio.to_thread.run_sync(
+                        self._run_batch, batch, limiter=self._thread_limiter
+                    )
+                for op, outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        if not op.future.done():
+                            op.future.set_exception(outcome)
+                        continue
+                    for session_id, last_seq in op.notify:
+                        if last_seq < 0:
+                            self._notifier.deleted(session_id)
+                        else:
+                            self._notifier.appended(session_id, last_seq)
+                    if not op.future.done():
+                        op.future.set_result(outcome)
+
+    def _run_batch(self, batch: list[_Op]) -> list[Any]:
+        conn = self._writer_conn
+        assert conn is not None
+        outcomes: list[Any] = []
+        start_position = self._next_position
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            error = _translate(exc)
+            return [error for _ in batch]
+        for op in batch:
+            conn.execute("SAVEPOINT op")
+            try:
+                outcome = op.apply(conn)
+            except BaseException as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                op.notify.clear()
+                outcomes.append(_translate(exc) if isinstance(exc, sqlite3.Error) else exc)
+            else:
+                conn.execute("RELEASE op")
+                outcomes.append(outcome)
+        try:
+            if self._next_position != start_position:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('position', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (self._next_position - 1,),
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            error = _translate(exc)
+            return [error for _ in batch]
+        self.stats.commits += 1
+        self.stats.operations += len(batch)
+        return outcomes
+
+    async def _submit(self, apply: Callable[[sqlite3.Connection], Any]) -> Any:
+        return await self._submit_op(_Op(apply))
+
+    async def _submit_op(self, op: _Op) -> Any:
+        if self._send is None:
+            raise UnavailableError("the store is closed", code="store_closed")
+        await self._send.send(op)
+        return await op.future
+
+    # -- streams ----------------------------------------------------------------------
+
+    def _insert_events(
+        self, conn: sqlite3.Connection, session_id: str, last_seq: int, events: Sequence[NewEvent]
+    ) -> list[StoredEvent]:
+        recorded_at = now_ts()
+        stored = []
+        for offset, event in enumerate(events):
+            position = self._next_position
+            self._next_position += 1
+            stored.append(
+                StoredEvent(
+                    session_id=session_id,
+                    seq=last_seq + 1 + offset,
+                    position=position,
+                    id=event.id or new_id("sevt"),
+                    type=event.type,
+                    data=event.data,
+                    recorded_at=recorded_at,
+                )
+            )
+        conn.executemany(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (e.session_id, e.seq, e.position, e.id, e.type, e.data, e.recorded_at)
+                for e in stored
+            ],
+        )
+        self.stats.appended_events += len(stored)
+        return stored
+
+    def _project(
+        self,
+        conn: sqlite3.Connection,
+        kind: str,
+        session_id: str,
+        stored: list[StoredEvent],
+        project: Projector | None,
+    ) -> Record | None:
+        if project is None:
+            return None
+        row = conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE kind = ? AND id = ?", (kind, session_id)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"session {session_id!r} has no record", code="session_not_found")
+        before = _record(row)
+        after = project(before, stored)
+        return self._update_record(conn, msgspec.structs.replace(after, revision=before.revision))
+
+    async def create_stream(
+        self,
+        record: Record,
+        events: Sequence[NewEvent] = (),
+        *,
+        project: Projector | None = None,
+    ) -> AppendResult:
+        """Create a stream and its record, with initial events, in one transaction."""
+        session_id = record.id
+
+        def apply(conn: sqlite3.Connection) -> AppendResult:
+            conn.execute(
+                "INSERT INTO streams (session_id, record_kind, last_seq, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (session_id, record.kind, len(events), record.created_at),
+            )
+            saved = self._insert_record(conn, record)
+            stored = self._insert_events(conn, session_id, 0, events)
+            if stored and project is not None:
+                saved = self._project(conn, record.kind, session_id, stored, project) or saved
+            op.notify.append((session_id, len(stored)))
+            return AppendResult(events=stored, last_seq=len(stored), record=saved)
+
+        op = _Op(apply)
+        return await self._submit_op(op)
+
+    async def append(
+        self,
+        session_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_seq: int | None,
+        idempotency_key: str | None = None,
+        project: Projector | None = None,
+    ) -> AppendResult:
+        """Append after `expected_seq` (None: after the last), all or nothing."""
+
+        def apply(conn: sqlite3.Connection) -> AppendResult:
+            row = conn.execute(
+                "SELECT last_seq, record_kind FROM streams WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"session {session_id!r} not found", code="session_not_found")
+            last_seq, kind = row
+            if idempotency_key is not None:
+                seen = conn.execute(
+                    "SELECT first_seq, count FROM idempotency WHERE session_id = ? AND key = ?",
+                    (session_id, idempotency_key),
+                ).fetchone()
+                if seen is not None:
+                    first, n = seen
+                    rows = conn.execute(
+                        f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = ? "
+                        "AND seq >= ? AND seq < ? ORDER BY seq",
+                        (session_id, first, first + n),
+                    ).fetchall()
+                    return AppendResult(
+                        events=[_event(r) for r in rows],
+                        last_seq=first + n - 1,
+                        record=None,
+                        replayed=True,
+                    )
+            if expected_seq is not None and expected_seq != last_seq:
+                raise ConflictError(
+                    f"expected the session to end at seq {expected_seq}, it ends at {last_seq}",
+                    code="seq_conflict",
+                )
+            if not events:
+                return AppendResult(events=[], last_seq=last_seq, record=None)
+            stored = self._insert_events(conn, session_id, last_seq, events)
+            new_last = last_seq + len(stored)
+            conn.execute(
+                "UPDATE streams SET last_seq = ? WHERE session_id = ?", (new_last, session_id)
+            )
+            if idempotency_key is not None:
+                conn.execute(
+                    "INSERT INTO idempotency (session_id, key, first_seq, count) "
+                    "VALUES (?, ?, ?, ?)",
+                    (session_id, idempotency_key, last_seq + 1, len(stored)),
+                )
+            record = self._project(conn, kind, session_id, stored, project)
+            op.notify.append((session_id, new_last))
+            return AppendResult(events=stored, last_seq=new_last, record=record)
+
+        op = _Op(apply)
+        return await self._submit_op(op)
+
+    def _reader(self) -> aiosqlite.Connection:
+        if not self._readers:
+            raise UnavailableError("the store is closed", code="store_closed")
+        return self._readers[next(self._next_reader) % len(self._readers)]
+
+    async def _fetchall(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            async with self._reader().execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+    async def read(self, session_id: str, query: EventQuery = ALL_EVENTS) -> list[StoredEvent]:
+        """Events of one stream, as one index seek on (session_id, seq)."""
+        where = ["session_id = ?", "seq > ?"]
+        params: list[Any] = [session_id, query.after_seq]
+        if query.before_seq is not None:
+            where.append("seq < ?")
+            params.append(query.before_seq)
+        if query.types is not None:
+            if not query.types:
+                return []
+            where.append(f"type IN ({', '.join('?' * len(query.types))})")
+            params.extend(sorted(query.types))
+        for column_op, value in (
+            (">", query.recorded_gt),
+            (">=", query.recorded_gte),
+            ("<", query.recorded_lt),
+            ("<=", query.recorded_lte),
+        ):
+            if value is not None:
+                where.append(f"recorded_at {column_op} ?")
+                params.append(value)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq"
+        if query.descending:
+            sql += " DESC"
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            params.append(query.limit)
+        return [_event(r) for r in await self._fetchall(sql, params)]
+
+    async def get_event(self, event_id: str) -> StoredEvent:
+        """One event by public id."""
+        rows = await self._fetchall(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)
+        )
+        if not rows:
+            raise NotFoundError(f"event {event_id!r} not found", code="event_not_found")
+        return _event(rows[0])
+
+    async def last_seq(self, session_id: str) -> int:
+        """The stream's last seq."""
+        rows = await self._fetchall(
+            "SELECT last_seq FROM streams WHERE session_id = ?", (session_id,)
+        )
+        if not rows:
+            raise NotFoundError(f"session {session_id!r} not found", code="session_not_found")
+        return int(rows[0][0])
+
+    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        """Subscribe to one stream's commits."""
+        return self._notifier.watch(session_id)  # type: ignore[return-value]
+
+    async def delete_stream(self, session_id: str) -> None:
+        """Delete a stream with its events, keys and record; wake its watchers."""
+
+        def apply(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT record_kind FROM streams WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"session {session_id!r} not found", code="session_not_found")
+            conn.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM idempotency WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM streams WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM records WHERE kind = ? AND id = ?", (row[0], session_id))
+            conn.execute("DELETE FROM versions WHERE kind = ? AND id = ?", (row[0], session_id))
+            op.notify.append((session_id, -1))
+
+        op = _Op(apply)
+        await self._submit_op(op)
+
+    # -- records and versions ---------------------------------------------------------
+
+    def _insert_record(self, conn: sqlite3.Connection, record: Record) -> Record:
+        saved = msgspec.structs.replace(record, revision=1)
+        conn.execute(
+            f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                saved.kind,
+                saved.id,
+                saved.workspace_id,
+                saved.data,
+                _encode_tags(saved.tags),
+                saved.created_at,
+                saved.updated_at,
+                saved.archived_at,
+                saved.revision,
+            ),
+        )
+        return saved
+
+    def _update_record(self, conn: sqlite3.Connection, record: Record) -> Record:
+        cursor = conn.execute(
+            "UPDATE records SET workspace_id = ?, data = ?, tags = ?, updated_at = ?, "
+            "archived_at = ?, revision = revision + 1 WHERE kind = ? AND id = ? AND revision = ?",
+            (
+                record.workspace_id,
+                record.data,
+                _encode_tags(record.tags),
+                record.updated_at,
+                record.archived_at,
+                record.kind,
+                record.id,
+                record.revision,
+            ),
+        )
+        if cursor.rowcount == 0:
+            exists = conn.execute(
+                "SELECT 1 FROM records WHERE kind = ? AND id = ?", (record.kind, record.id)
+            ).fetchone()
+            if exists is None:
+                raise NotFoundError(
+                    f"{record.kind} {record.id!r} not found", code=f"{record.kind}_not_found"
+                )
+            raise ConflictError(
+                f"{record.kind} {record.id!r} changed since it was read", code="revision_conflict"
+            )
+        return msgspec.structs.replace(record, revision=record.revision + 1)
+
+    async def save_record(self, record: Record, *, version: Version | None = None) -> Record:
+        """Insert (revision 0) or update (matching revision), plus an optional version."""
+
+        def apply(conn: sqlite3.Connection) -> Record:
+            if record.revision == 0:
+                saved = self._insert_record(conn, record)
+            else:
+                saved = self._update_record(conn, record)
+            if version is not None:
+                conn.execute(
+                    "INSERT INTO versions (kind, id, version, data, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (version.kind, version.id, version.version, version.data, version.created_at),
+                )
+            return saved
+
+        return await self._submit(apply)  # type: ignore[no-any-return]
+
+    async def get_record(self, kind: str, record_id: str) -> Record:
+        """One record."""
+        rows = await self._fetchall(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE kind = ? AND id = ?", (kind, record_id)
+        )
+        if not rows:
+            raise NotFoundError(f"{kind} {record_id!r} not found", code=f"{kind}_not_found")
+        return _record(rows[0])
+
+    async def list_records(self, query: RecordQuery) -> list[Record]:
+        """A keyset page of records, ordered by (created_at, id)."""
+        where = ["kind = ?"]
+        params: list[Any] = [query.kind]
+        if query.workspace_id is not None:
+            where.append("workspace_id = ?")
+            params.append(query.workspace_id)
+        for tag, values in sorted(query.tags.items()):
+            if not values:
+                return []
+            where.append(f"json_extract(tags, ?) IN ({', '.join('?' * len(values))})")
+            params.append(f'$."{tag}"')
+            params.extend(sorted(values))
+        for column_op, value in (
+            (">", query.created_gt),
+            (">=", query.created_gte),
+            ("<", query.created_lt),
+            ("<=", query.created_lte),
+        ):
+            if value is not None:
+                where.append(f"created_at {column_op} ?")
+                params.append(value)
+        if not query.include_archived:
+            where.append("archived_at IS NULL")
+        direction = "DESC" if query.descending else "ASC"
+        if query.after is not None:
+            where.append(f"(created_at, id) {'<' if query.descending else '>'} (?, ?)")
+            params.extend(query.after)
+        sql = (
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE {' AND '.join(where)} "
+            f"ORDER BY created_at {direction}, id {direction} LIMIT ?"
+        )
+        params.append(query.limit)
+        return [_record(r) for r in await self._fetchall(sql, params)]
+
+    async def delete_record(self, kind: str, record_id: str) -> None:
+        """Delete a record and its versions."""
+
+        def apply(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
+                "DELETE FROM records WHERE kind = ? AND id = ?", (kind, record_id)
+            )
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"{kind} {record_id!r} not found", code=f"{kind}_not_found")
+            conn.execute("DELETE FROM versions WHERE kind = ? AND id = ?", (kind, record_id))
+
+        await self._submit(apply)
+
+    async def get_version(self, kind: str, record_id: str, version: int) -> Version:
+        """One immutable version."""
+        rows = await self._fetchall(
+            "SELECT kind, id, version, data, created_at FROM versions "
+            "WHERE kind = ? AND id = ? AND version = ?",
+            (kind, record_id, version),
+        )
+        if not rows:
+            raise NotFoundError(
+                f"{kind} {record_id!r} has no version {version}", code=f"{kind}_version_not_found"
+            )
+        kind_, id_, number, data, created_at = rows[0]
+        return Version(kind=kind_, id=id_, version=number, data=bytes(data), created_at=created_at)
+
+    async def list_versions(
+        self, kind: str, record_id: str, *, after_version: int = 0, limit: int = 20
+    ) -> list[Version]:
+        """Versions in ascending order after `after_version`."""
+        rows = await self._fetchall(
+            "SELECT kind, id, version, data, created_at FROM versions "
+            "WHERE kind = ? AND id = ? AND version > ? ORDER BY version LIMIT ?",
+            (kind, record_id, after_version, limit),
+        )
+        return [
+            Version(kind=k, id=i, version=v, data=bytes(d), created_at=c) for k, i, v, d, c in rows
+        ]
+
+    def watched_streams(self) -> int:
+        """How many streams have live watchers (for leak checks)."""
+        return self._notifier.watched()
