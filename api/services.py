@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sessiond.api.config import Config
 from sessiond.runtime.agents import AgentService
+from sessiond.runtime.deltas import DeltaHub
 from sessiond.runtime.environments import EnvironmentService
 from sessiond.runtime.sessions import SessionService
 from sessiond.runtime.workspaces import Workspaces
@@ -15,6 +16,7 @@ class Services:
 
     def __init__(self, store: Store, config: Config) -> None:
         self.store = store
+        self.deltas = DeltaHub()
         self.workspaces = Workspaces(store, config.admin_api_key)
         self.agents = AgentService(store)
         self.environments = EnvironmentService(store)

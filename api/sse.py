@@ -57,10 +57,15 @@ async def _next_wake(
 ) -> int | Preview | None:
     """The stream's new last seq, a preview, or None once the server starts draining."""
     result: int | Preview | None = None
+    gone: NotFoundError | None = None
 
     async def wait_append() -> None:
-        nonlocal result
-        result = await watch.wait(after_seq)
+        nonlocal result, gone
+        try:
+            result = await watch.wait(after_seq)
+        except NotFoundError as exc:
+            # Carried out by hand: raised here it would leave the group as an ExceptionGroup.
+            gone = exc
         tg.cancel_scope.cancel()
 
     async def wait_preview(stream: MemoryObjectReceiveStream[Preview]) -> None:
@@ -77,6 +82,8 @@ async def _next_wake(
         tg.start_soon(wait_drain)
         if previews is not None:
             tg.start_soon(wait_preview, previews)
+    if gone is not None:
+        raise gone
     return None if draining.is_set() else result
 
 

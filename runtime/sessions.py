@@ -14,7 +14,7 @@ import msgspec
 
 from sessiond.runtime import events as ev
 from sessiond.runtime.agents import AgentService
-from sessiond.runtime.environments import EnvironmentService
+from sessiond.runtime.environments import EnvironmentService, SelfHostedConfig
 from sessiond.runtime.fold import OutcomeEvaluation, SessionState, fold_all
 from sessiond.runtime.params import SendEvents, validate_initial_events, validate_send
 from sessiond.runtime.usage import BudgetLimit
@@ -223,7 +223,7 @@ class SessionService:
             id=session_id,
             agent=msgspec.Raw(msgspec.json.encode(agent)),
             environment_id=environment.id,
-            self_hosted=environment.config.type == "self_hosted",
+            self_hosted=isinstance(environment.config, SelfHostedConfig),
             created_at=now,
             budget=params.budget,
             state=SessionState(

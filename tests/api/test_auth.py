@@ -5,7 +5,7 @@ from __future__ import annotations
 import anthropic
 import httpx
 import pytest
-from conftest import ADMIN_KEY, RunningServer, make_session
+from harness import ADMIN_KEY, RunningServer, make_session
 
 
 def test_health_needs_no_key(server: RunningServer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anthropic
 import httpx
 import pytest
-from conftest import ADMIN_KEY, RunningServer, make_session, user_message
+from harness import ADMIN_KEY, RunningServer, make_session, user_message
 
 
 def _all_events(client: anthropic.Anthropic, session_id: str) -> list[object]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anthropic
 import pytest
-from conftest import make_agent, make_session, user_message
+from harness import make_agent, make_session, user_message
 
 
 def test_create_pins_the_latest_agent_version_and_starts_idle(client: anthropic.Anthropic) -> None:

@@ -7,8 +7,8 @@ import threading
 import anthropic
 import httpx
 import pytest
-from conftest import ADMIN_KEY, RunningServer, make_config, make_session, user_message
-from hypothesis import given, settings
+from harness import ADMIN_KEY, RunningServer, make_config, make_session, user_message
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 LOG_SIZE = 12
@@ -43,7 +43,10 @@ def recorded(server: RunningServer) -> tuple[str, list[str]]:
     return session.id, ids
 
 
-@settings(max_examples=25, deadline=None)
+# The SDK client fixture is stateless, so sharing it across examples is fine.
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     point=st.integers(min_value=0, max_value=LOG_SIZE - 1), how=st.sampled_from(["after", "header"])
 )
