@@ -1,0 +1,347 @@
+"""The store contract, run against every backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+
+from sessiond.store.errors import ConflictError, NotFoundError
+from sessiond.store.protocol import EventQuery, NewEvent, Record, RecordQuery, Store, Version
+from sessiond.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+PAYLOAD = b'{"type":"user.message","text":"' + b"x" * 360 + b'"}'
+
+
+def session_record(session_id: str, workspace: str = "w", **tags: str) -> Record:
+    return Record(
+        kind="session",
+        id=session_id,
+        workspace_id=workspace,
+        data=b'{"n":0}',
+        created_at="2026-01-01T00:00:00.000000Z",
+        updated_at="2026-01-01T00:00:00.000000Z",
+        tags=tags,
+    )
+
+
+def events(n: int, kind: str = "user.message") -> list[NewEvent]:
+    return [NewEvent(type=kind, data=PAYLOAD) for _ in range(n)]
+
+
+def count_projector(record: Record, stored: list) -> Record:  # type: ignore[type-arg]
+    """Counts events into the record, so atomicity with the append is checkable."""
+    n = msgspec.json.decode(record.data)["n"] + len(stored)
+    return msgspec.structs.replace(record, data=msgspec.json.encode({"n": n}))
+
+
+async def test_seq_is_contiguous_from_one_and_positions_increase(store: Store) -> None:
+    await store.create_stream(session_record("a"))
+    await store.create_stream(session_record("b"), events(2))
+    await store.append("a", events(3), expected_seq=0)
+    await store.append("b", events(1), expected_seq=2)
+    await store.append("a", events(2), expected_seq=None)
+    a = await store.read("a")
+    b = await store.read("b")
+    assert [e.seq for e in a] == [1, 2, 3, 4, 5]
+    assert [e.seq for e in b] == [1, 2, 3]
+    positions = sorted(e.position for e in a + b)
+    assert len(set(positions)) == 8
+    assert [e.position for e in a] == sorted(e.position for e in a)
+    assert all(e.id.startswith("sevt_") for e in a + b)
+    assert len({e.id for e in a + b}) == 8
+    assert await store.last_seq("a") == 5
+
+
+async def test_read_after_and_filters(store: Store) -> None:
+    await store.create_stream(session_record("s"))
+    await store.append("s", events(3) + events(2, "agent.message"), expected_seq=0)
+    everything = await store.read("s")
+    for n in range(6):
+        assert await store.read("s", EventQuery(after_seq=n)) == everything[n:]
+    typed = await store.read("s", EventQuery(types=frozenset({"agent.message"})))
+    assert [e.seq for e in typed] == [4, 5]
+    desc = await store.read("s", EventQuery(descending=True, limit=2))
+    assert [e.seq for e in desc] == [5, 4]
+    before = await store.read("s", EventQuery(before_seq=3, descending=True))
+    assert [e.seq for e in before] == [2, 1]
+    ts = everything[0].recorded_at
+    assert await store.read("s", EventQuery(recorded_gt=ts)) == []
+    assert await store.read("s", EventQuery(recorded_gte=ts)) == everything
+    assert await store.get_event(everything[2].id) == everything[2]
+    with pytest.raises(NotFoundError):
+        await store.get_event("sevt_missing")
+
+
+async def test_expected_seq_mismatch_writes_nothing(store: Store) -> None:
+    await store.create_stream(session_record("s"), events(1))
+    with pytest.raises(ConflictError) as caught:
+        await store.append("s", events(2), expected_seq=0)
+    assert caught.value.code == "seq_conflict"
+    assert len(await store.read("s")) == 1
+    with pytest.raises(NotFoundError):
+        await store.append("nope", events(1), expected_seq=None)
+
+
+async def test_concurrent_appends_at_the_same_seq_exactly_one_wins(store: Store) -> None:
+    await store.create_stream(session_record("s"))
+    outcomes: list[str] = []
+
+    async def contender() -> None:
+        try:
+            await store.append("s", events(2), expected_seq=0)
+            outcomes.append("won")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(contender)
+    assert outcomes.count("won") == 1 and outcomes.count("conflict") == 19
+    assert [e.seq for e in await store.read("s")] == [1, 2]
+
+
+async def test_idempotent_retry_returns_the_first_result(store: Store) -> None:
+    await store.create_stream(session_record("s"))
+    first = await store.append("s", events(2), expected_seq=0, idempotency_key="k1")
+    again = await store.append("s", events(2), expected_seq=0, idempotency_key="k1")
+    assert again.replayed and not first.replayed
+    assert again.events == first.events
+    assert len(await store.read("s")) == 2
+    other = await store.append("s", events(1), expected_seq=2, idempotency_key="k2")
+    assert other.last_seq == 3
+
+
+async def test_projector_is_atomic_with_the_append(store: Store) -> None:
+    made = await store.create_stream(session_record("s"), events(2), project=count_projector)
+    assert made.record is not None and msgspec.json.decode(made.record.data)["n"] == 2
+    result = await store.append("s", events(3), expected_seq=2, project=count_projector)
+    assert result.record is not None and msgspec.json.decode(result.record.data)["n"] == 5
+    assert msgspec.json.decode((await store.get_record("session", "s")).data)["n"] == 5
+
+    def broken(record: Record, stored: list) -> Record:  # type: ignore[type-arg]
+        raise ValueError("projector failed")
+
+    with pytest.raises(ValueError, match="projector failed"):
+        await store.append("s", events(1), expected_seq=None, project=broken)
+    assert len(await store.read("s")) == 5
+    assert msgspec.json.decode((await store.get_record("session", "s")).data)["n"] == 5
+
+
+async def test_a_failing_append_does_not_sink_its_batch(store: Store) -> None:
+    for i in range(50):
+        await store.create_stream(session_record(f"s{i}"))
+    results: dict[int, str] = {}
+
+    async def one(i: int) -> None:
+        try:
+            # Every fifth append expects the wrong seq.
+            await store.append(f"s{i}", events(1), expected_seq=7 if i % 5 == 0 else 0)
+            results[i] = "ok"
+        except ConflictError:
+            results[i] = "conflict"
+
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(one, i)
+    for i in range(50):
+        assert results[i] == ("conflict" if i % 5 == 0 else "ok")
+        assert len(await store.read(f"s{i}")) == (0 if i % 5 == 0 else 1)
+
+
+async def test_group_commit_batches_concurrent_appends(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "batch.db"))
+    await store.open()
+    try:
+        for i in range(200):
+            await store.create_stream(session_record(f"s{i}"))
+        before = store.stats.commits
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(lambda i=i: store.append(f"s{i}", events(1), expected_seq=0))
+        commits = store.stats.commits - before
+        assert commits < 50, f"200 concurrent appends took {commits} commits"
+    finally:
+        await store.close()
+
+
+async def test_watch_wakes_on_append_and_raises_after_delete(store: Store) -> None:
+    await store.create_stream(session_record("s"))
+    async with store.watch("s") as watch:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                got: list[int] = []
+
+                async def waiter() -> None:
+                    got.append(await watch.wait(0))
+
+                tg.start_soon(waiter)
+                await store.append("s", events(2), expected_seq=0)
+        assert got == [2]
+        assert await watch.wait(1) == 2  # already beyond: returns at once
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                failures: list[str] = []
+
+                async def deleted_waiter() -> None:
+                    try:
+                        await watch.wait(2)
+                    except NotFoundError as exc:
+                        failures.append(exc.code)
+
+                tg.start_soon(deleted_waiter)
+                await store.delete_stream("s")
+        assert failures == ["session_deleted"]
+    with pytest.raises(NotFoundError):
+        await store.get_record("session", "s")
+    assert await store.read("s") == []
+
+
+async def test_a_tailing_reader_never_sees_a_gap_fill_in(store: Store) -> None:
+    await store.create_stream(session_record("s"))
+    seen: list[int] = []
+
+    async def tail() -> None:
+        cursor = 0
+        async with store.watch("s") as watch:
+            while cursor < 200:
+                batch = await store.read("s", EventQuery(after_seq=cursor))
+                for event in batch:
+                    assert event.seq == cursor + 1
+                    cursor = event.seq
+                    seen.append(cursor)
+                if cursor < 200:
+                    await watch.wait(cursor)
+
+    async def writer() -> None:
+        for _ in range(100):
+            await store.append("s", events(2), expected_seq=None)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tail)
+            tg.start_soon(writer)
+    assert seen == list(range(1, 201))
+
+
+async def test_records_revisions_versions_and_listing(store: Store) -> None:
+    base = Record(
+        kind="agent",
+        id="agent_1",
+        workspace_id="w",
+        data=b"1",
+        created_at="2026-01-01T00:00:01.000000Z",
+        updated_at="x",
+    )
+    saved = await store.save_record(
+        base, version=Version(kind="agent", id="agent_1", version=1, data=b"1", created_at="x")
+    )
+    assert saved.revision == 1
+    with pytest.raises(ConflictError) as exists:
+        await store.save_record(base)
+    assert exists.value.code == "record_exists"
+    updated = await store.save_record(
+        msgspec.structs.replace(saved, data=b"2"),
+        version=Version(kind="agent", id="agent_1", version=2, data=b"2", created_at="x"),
+    )
+    assert updated.revision == 2
+    with pytest.raises(ConflictError) as stale:
+        await store.save_record(msgspec.structs.replace(saved, data=b"3"))
+    assert stale.value.code == "revision_conflict"
+    with pytest.raises(ConflictError) as dup:
+        await store.save_record(
+            msgspec.structs.replace(updated, data=b"3"),
+            version=Version(kind="agent", id="agent_1", version=2, data=b"3", created_at="x"),
+        )
+    assert dup.value.code == "version_exists"
+    assert (await store.get_record("agent", "agent_1")).data == b"2"
+    assert [v.version for v in await store.list_versions("agent", "agent_1")] == [1, 2]
+    assert (await store.get_version("agent", "agent_1", 1)).data == b"1"
+    with pytest.raises(NotFoundError):
+        await store.get_version("agent", "agent_1", 9)
+    await store.delete_record("agent", "agent_1")
+    with pytest.raises(NotFoundError):
+        await store.get_record("agent", "agent_1")
+    assert await store.list_versions("agent", "agent_1") == []
+
+
+async def test_list_records_filters_and_pages_both_ways(store: Store) -> None:
+    for i in range(7):
+        await store.save_record(
+            Record(
+                kind="session",
+                id=f"s{i}",
+                workspace_id="w" if i < 6 else "other",
+                data=b"{}",
+                created_at=f"2026-01-01T00:00:0{i}.000000Z",
+                updated_at="x",
+                archived_at="y" if i == 5 else None,
+                tags={"status": "idle" if i % 2 else "running"},
+            )
+        )
+
+    async def walk(descending: bool, **kw: object) -> list[str]:
+        out: list[str] = []
+        after = None
+        while True:
+            page = await store.list_records(
+                RecordQuery(
+                    kind="session",
+                    workspace_id="w",
+                    descending=descending,
+                    after=after,
+                    limit=2,
+                    **kw,
+                )  # type: ignore[arg-type]
+            )
+            out += [r.id for r in page]
+            if len(page) < 2:
+                return out
+            after = (page[-1].created_at, page[-1].id)
+
+    assert await walk(False) == ["s0", "s1", "s2", "s3", "s4"]
+    assert await walk(True) == ["s4", "s3", "s2", "s1", "s0"]
+    assert await walk(False, include_archived=True) == ["s0", "s1", "s2", "s3", "s4", "s5"]
+    assert await walk(False, tags={"status": frozenset({"idle"})}) == ["s1", "s3"]
+    assert await walk(False, created_gte="2026-01-01T00:00:03.000000Z") == ["s3", "s4"]
+    everywhere = await store.list_records(
+        RecordQuery(kind="session", workspace_id=None, limit=50, include_archived=True)
+    )
+    assert len(everywhere) == 7
+
+
+async def test_acknowledged_appends_survive_close_and_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "durable.db")
+    store = SQLiteStore(path)
+    await store.open()
+    await store.create_stream(session_record("s"))
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(lambda: store.append("s", events(1), expected_seq=None))
+    last = (await store.read("s"))[-1]
+    await store.close()
+    reopened = SQLiteStore(path)
+    await reopened.open()
+    try:
+        assert [e.seq for e in await reopened.read("s")] == list(range(1, 51))
+        more = await reopened.append("s", events(1), expected_seq=50)
+        assert more.events[0].position > last.position
+    finally:
+        await reopened.close()
+
+
+async def test_watchers_do_not_leak(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "leak.db"))
+    await store.open()
+    try:
+        await store.create_stream(session_record("s"))
+        for _ in range(10):
+            async with store.watch("s"):
+                pass
+        assert store.watched_streams() == 0
+    finally:
+        await store.close()
