@@ -39,7 +39,14 @@ def create_app(config: Config) -> Starlette:
             # Shown once, here, on the first start of a fresh install; stored only hashed.
             print(f"sessiond: created the first API key (shown once): {created.secret}", flush=True)
         try:
-            yield
+            # The supervisor's task group lives exactly as long as the app: every turn is
+            # its child, and cancelling it at shutdown ends them (their closing events
+            # are written shielded).
+            async with anyio.create_task_group() as tg:
+                if config.run_engine:
+                    await tg.start(services.supervisor.run)
+                yield
+                tg.cancel_scope.cancel()
         finally:
             app.state.draining.set()
             await services.stop()

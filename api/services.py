@@ -5,8 +5,12 @@ from __future__ import annotations
 from sessiond.api.config import Config
 from sessiond.runtime.agents import AgentService
 from sessiond.runtime.deltas import DeltaHub
+from sessiond.runtime.engine import Engine
 from sessiond.runtime.environments import EnvironmentService
+from sessiond.runtime.providers.resilience import ModelClient
+from sessiond.runtime.providers.routing import Router
 from sessiond.runtime.sessions import SessionService
+from sessiond.runtime.supervisor import Supervisor
 from sessiond.runtime.workspaces import Workspaces
 from sessiond.store.protocol import Store, open_store
 
@@ -20,7 +24,16 @@ class Services:
         self.workspaces = Workspaces(store, config.admin_api_key)
         self.agents = AgentService(store)
         self.environments = EnvironmentService(store)
-        self.sessions = SessionService(store, self.agents, self.environments)
+        self.router = Router(config.providers)
+        self.models = ModelClient(self.router, config.retry)
+        self.engine = Engine(store, self.models, self.deltas, config.resolved_workdir_root())
+        self.supervisor = Supervisor(store, self.engine)
+        self.sessions = SessionService(
+            store,
+            self.agents,
+            self.environments,
+            on_input=self.supervisor.notify if config.run_engine else None,
+        )
 
     @classmethod
     async def start(cls, config: Config) -> Services:
@@ -36,5 +49,6 @@ class Services:
         return services
 
     async def stop(self) -> None:
-        """Flush and close the store."""
+        """Close providers, flush and close the store."""
+        await self.router.close()
         await self.store.close()

@@ -5,9 +5,9 @@ crash between any two steps resumes exactly where the log says (see `runtime/tur
 A model response is appended atomically (message, tool calls and the span end in one
 append), so a log never holds half a response.
 
-Interrupts cancel the drive's scope. The closing events (the span end of an interrupted
-model request, the idle) are then written in a shielded scope with a short deadline, and
-the cancellation propagates.
+Interrupts cancel the drive's scope (see `runtime/supervisor.py`); the supervisor then
+calls `close_interrupted` to end the open model request and go idle. A shutdown cancels
+too, but writes nothing: the log still says "running", so the next start resumes the turn.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-import anyio
 import msgspec
 
 from sessiond.runtime import events as ev
@@ -52,7 +51,6 @@ from sessiond.store.protocol import NewEvent, Store
 
 log = logging.getLogger("sessiond.engine")
 
-CLOSE_DEADLINE_S = 5.0
 MAX_STEPS_PER_DRIVE = 500
 
 DeltaCallback = Callable[[pb.TextDelta], Awaitable[None]]
@@ -120,74 +118,66 @@ class Engine:
     async def drive(self, session_id: str) -> None:
         """Run steps until the session rests or waits on its client."""
         tools = agent_tools(agent_snapshot(await self._store.get_record(KIND, session_id)))
-        open_span: list[str] = []
-        try:
-            for _ in range(MAX_STEPS_PER_DRIVE):
-                events = await self._log(session_id)
-                step = plan(events)
-                if isinstance(step, CallModel):
-                    if _status(events) != "running":
-                        await self._append(session_id, [ev.SessionStatusRunning()])
-                        events = await self._log(session_id)
-                    await self._call_model(session_id, tools, events, open_span)
-                elif isinstance(step, RunTools):
-                    for call in step.calls:
-                        outcome = await run_tool(
-                            call.name, dict(call.input), self._workdir(session_id)
-                        )
-                        result = ev.AgentToolResult(
-                            tool_use_id=call.id,
-                            content=[TextBlock(text=outcome.text)],
-                            is_error=outcome.is_error,
-                        )
-                        await self._append(session_id, [result])
-                elif isinstance(step, DenyTools):
-                    results = [
-                        ev.AgentToolResult(
-                            tool_use_id=call.id,
-                            content=[
-                                TextBlock(
-                                    text=f"The user denied this tool call: {reason}"
-                                    if reason
-                                    else "The user denied this tool call."
-                                )
-                            ],
-                            is_error=True,
-                        )
-                        for call, reason in step.calls
-                    ]
-                    await self._append(session_id, results)
-                elif isinstance(step, AwaitAction):
-                    if not step.already_announced:
-                        idle = ev.SessionStatusIdle(
-                            stop_reason=ev.RequiresAction(event_ids=step.event_ids)
-                        )
-                        await self._append(session_id, [idle])
-                    return
-                elif isinstance(step, EndTurn):
-                    await self._append(session_id, [ev.SessionStatusIdle(stop_reason=ev.EndTurn())])
-                    return
-                else:
-                    return
-            log.error("session %s: step limit reached; ending the turn", session_id)
-            await self._append(
-                session_id, [ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted())]
-            )
-        except anyio.get_cancelled_exc_class():
-            with anyio.move_on_after(CLOSE_DEADLINE_S, shield=True):
-                await self._close_interrupted(session_id, open_span)
-            raise
+        for _ in range(MAX_STEPS_PER_DRIVE):
+            events = await self._log(session_id)
+            step = plan(events)
+            if isinstance(step, CallModel):
+                if _status(events) != "running":
+                    await self._append(session_id, [ev.SessionStatusRunning()])
+                    events = await self._log(session_id)
+                await self._call_model(session_id, tools, events)
+            elif isinstance(step, RunTools):
+                for call in step.calls:
+                    outcome = await run_tool(call.name, dict(call.input), self._workdir(session_id))
+                    result = ev.AgentToolResult(
+                        tool_use_id=call.id,
+                        content=[TextBlock(text=outcome.text)],
+                        is_error=outcome.is_error,
+                    )
+                    await self._append(session_id, [result])
+            elif isinstance(step, DenyTools):
+                results = [
+                    ev.AgentToolResult(
+                        tool_use_id=call.id,
+                        content=[
+                            TextBlock(
+                                text=f"The user denied this tool call: {reason}"
+                                if reason
+                                else "The user denied this tool call."
+                            )
+                        ],
+                        is_error=True,
+                    )
+                    for call, reason in step.calls
+                ]
+                await self._append(session_id, results)
+            elif isinstance(step, AwaitAction):
+                if not step.already_announced:
+                    idle = ev.SessionStatusIdle(
+                        stop_reason=ev.RequiresAction(event_ids=step.event_ids)
+                    )
+                    await self._append(session_id, [idle])
+                return
+            elif isinstance(step, EndTurn):
+                await self._append(session_id, [ev.SessionStatusIdle(stop_reason=ev.EndTurn())])
+                return
+            else:
+                return
+        log.error("session %s: step limit reached; ending the turn", session_id)
+        await self._append(session_id, [ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted())])
 
-    async def _close_interrupted(self, session_id: str, open_span: list[str]) -> None:
-        closing: list[ev.EventBase] = []
-        if open_span:
-            closing.append(
-                ev.SpanModelRequestEnd(
-                    model_request_start_id=open_span[0], model_usage=_usage(None), is_error=True
-                )
-            )
+    async def close_interrupted(self, session_id: str) -> None:
+        """After an interrupt: end a model request left open, and go idle."""
         events = await self._log(session_id)
-        if _status(events) != "idle" or closing:
+        ended = {e.model_request_start_id for e in events if isinstance(e, ev.SpanModelRequestEnd)}
+        closing: list[ev.EventBase] = [
+            ev.SpanModelRequestEnd(
+                model_request_start_id=e.id, model_usage=_usage(None), is_error=True
+            )
+            for e in events
+            if isinstance(e, ev.SpanModelRequestStart) and e.id not in ended
+        ]
+        if _status(events) != "idle":
             closing.append(ev.SessionStatusIdle(stop_reason=ev.EndTurn()))
         if closing:
             await self._append(session_id, closing)
@@ -197,11 +187,9 @@ class Engine:
         session_id: str,
         tools: AgentTools,
         events: list[ev.EventBase],
-        open_span: list[str],
     ) -> None:
         start = ev.SpanModelRequestStart(id=new_id("sevt"))
         await self._append(session_id, [start])
-        open_span[:] = [start.id]
         request = build_request(tools, events)
         message_id = new_id("sevt")
         started = False
@@ -251,7 +239,6 @@ class Engine:
                     ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted()),
                 ],
             )
-            open_span.clear()
             return
         out: list[ev.EventBase] = []
         texts = [TextBlock(text=b.text) for b in response.content if isinstance(b, pb.TextBlock)]
@@ -269,7 +256,6 @@ class Engine:
         if response.stop_reason == "refusal":
             out.append(ev.SessionStatusIdle(stop_reason=ev.Refusal()))
         await self._append(session_id, out)
-        open_span.clear()
 
     def _workdir(self, session_id: str) -> Path:
         return self._workdir_root / session_id

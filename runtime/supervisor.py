@@ -1,8 +1,8 @@
 """Which sessions run, in one process: exactly one drive per session at a time.
 
 Each drive is a child task of the supervisor's task group, started with `tg.start` so a
-failure before it is running reaches the caller. Each keeps a CancelScope that
-`interrupt` cancels; the engine then writes its closing events, shielded.
+failure before it is running reaches the caller. Each keeps a CancelScope that a
+`user.interrupt` cancels; the engine then writes its closing events, shielded.
 
 A wake that arrives while a session's drive is running is remembered and makes the drive
 plan again before it ends, so input sent mid-turn is taken up by the next turn. Between
@@ -29,6 +29,8 @@ from sessiond.store.errors import NotFoundError
 from sessiond.store.protocol import NewEvent, RecordQuery, Store
 
 log = logging.getLogger("sessiond.supervisor")
+
+CLOSE_DEADLINE_S = 5.0
 
 
 class Supervisor:
@@ -81,6 +83,11 @@ class Supervisor:
                     self._scopes[session_id] = scope
                     await self._drive_once(session_id)
                 self._scopes.pop(session_id, None)
+                if scope.cancelled_caught:
+                    # Only an interrupt cancels this scope; a shutdown cancels the task
+                    # group above it and lands nowhere near here.
+                    with anyio.move_on_after(CLOSE_DEADLINE_S, shield=True):
+                        await self._engine.close_interrupted(session_id)
                 if session_id not in self._again:
                     break
         finally:

@@ -17,6 +17,7 @@ import httpx
 from sessiond.api.app import create_app
 from sessiond.api.config import Config
 from sessiond.api.serve import bind, build_server
+from sessiond.runtime.providers.resilience import RetryPolicy
 
 ADMIN_KEY = "sk-test-admin-key"
 
@@ -68,6 +69,8 @@ def make_config(tmp_path: Path, **overrides: object) -> Config:
         "database_url": f"sqlite:///{tmp_path / 'sessiond.db'}",
         "admin_api_key": ADMIN_KEY,
         "max_body_bytes": 256 * 1024,
+        "workdir_root": str(tmp_path / "work"),
+        "retry": RetryPolicy(attempts=3, initial_s=0.01, max_s=0.05, jitter_s=0.01),
     }
     values.update(overrides)
     return Config(**values)  # type: ignore[arg-type]

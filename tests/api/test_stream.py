@@ -107,7 +107,7 @@ def test_delete_closes_open_streams_with_session_deleted(client: anthropic.Anthr
 
 
 def test_server_shutdown_ends_live_streams(tmp_path: object) -> None:
-    running = RunningServer(make_config(tmp_path))  # type: ignore[arg-type]
+    running = RunningServer(make_config(tmp_path, run_engine=False))  # type: ignore[arg-type]
     running.start()
     try:
         with anthropic.Anthropic(

@@ -1,0 +1,1 @@
+"""Model providers behind one neutral shape: Anthropic, OpenAI(-compatible), scripted."""
