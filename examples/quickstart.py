@@ -16,7 +16,7 @@ def main() -> None:
         base_url=os.environ.get("SESSIOND_URL", "http://127.0.0.1:8420"),
         api_key=os.environ["SESSIOND_API_KEY"],
     )
-    agent = client.beta.agents.create(name="helper", model="claude-sonnet-4-5", system="Be brief.")
+    agent = client.beta.agents.create(name="helper", model="claude-sonnet-5-5", system="Be brief.")
     env = client.beta.environments.create(name="local")
     session = client.beta.sessions.create(agent=agent.id, environment_id=env.id)
     print("session", session.id, session.status)

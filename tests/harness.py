@@ -78,7 +78,7 @@ def make_config(tmp_path: Path, **overrides: object) -> Config:
 
 def make_agent(client: anthropic.Anthropic, **overrides: object) -> object:
     """A minimal agent through the SDK."""
-    params: dict[str, object] = {"name": "tester", "model": "claude-sonnet-4-5"}
+    params: dict[str, object] = {"name": "tester", "model": "claude-sonnet-5-5"}
     params.update(overrides)
     return client.beta.agents.create(**params)  # type: ignore[arg-type]
 

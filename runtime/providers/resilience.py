@@ -100,6 +100,9 @@ class ModelClient:
         self._threshold = breaker_threshold
         self._cooldown_s = breaker_cooldown_s
         self._clock = clock
+        self._backoff = wait_exponential_jitter(
+            multiplier=self.policy.initial_s, max=self.policy.max_s, jitter=self.policy.jitter_s
+        )
 
     def breaker(self, provider_name: str) -> CircuitBreaker:
         """The breaker of one provider."""
@@ -114,10 +117,7 @@ class ModelClient:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, RateLimitedError) and error.retry_after_s is not None:
             return min(error.retry_after_s, self.policy.max_retry_after_s)
-        backoff = wait_exponential_jitter(
-            initial=self.policy.initial_s, max=self.policy.max_s, jitter=self.policy.jitter_s
-        )
-        return float(backoff(state))
+        return float(self._backoff(state))
 
     async def _one_model(
         self,
