@@ -34,7 +34,7 @@ def _record(session_id: str) -> Record:
 
 
 class StoreMachine(RuleBasedStateMachine):
-    """Appends (right and wrong expected seqs, idempotency keys) and reads, checked against lists."""
+    """Appends (right and wrong seqs, idempotency keys) and reads, checked against lists."""
 
     def __init__(self) -> None:
         super().__init__()
