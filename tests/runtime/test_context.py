@@ -1,0 +1,44 @@
+"""The model-context fold: pure, total over valid logs, and always well paired for providers."""
+
+from __future__ import annotations
+
+from event_strategies import stored_logs
+from hypothesis import given
+
+from sessiond.runtime.agent_tools import agent_tools
+from sessiond.runtime.context import build_messages, build_request
+from sessiond.runtime.providers import base as pb
+
+_AGENT = (
+    b'{"id":"agent_1","model":{"id":"claude-x"},"system":"sys",'
+    b'"tools":[{"type":"agent_toolset_20260401","default_config":{"enabled":true,'
+    b'"permission_policy":{"type":"always_allow"}},"configs":[]}]}'
+)
+
+
+@given(stored_logs())
+def test_any_valid_log_folds_and_folding_twice_is_equal(log: list) -> None:  # type: ignore[type-arg]
+    first = build_request(agent_tools(_AGENT), log)
+    second = build_request(agent_tools(_AGENT), list(log))
+    assert first == second
+    assert first.system == "sys" and {t.name for t in first.tools} >= {"bash", "read"}
+
+
+@given(stored_logs())
+def test_every_tool_call_is_answered_right_after_it(log: list) -> None:  # type: ignore[type-arg]
+    messages = build_messages(log)
+    for earlier, later in zip(messages, messages[1:], strict=False):
+        assert earlier.role != later.role, "consecutive turns of one role are merged"
+    for index, message in enumerate(messages):
+        calls = [b.id for b in message.content if isinstance(b, pb.ToolUseBlock)]
+        if not calls:
+            continue
+        assert message.role == "assistant"
+        following = messages[index + 1]
+        answered = [b.tool_use_id for b in following.content if isinstance(b, pb.ToolResultBlock)]
+        assert sorted(answered[: len(calls)]) == sorted(calls)
+        first_text = next(
+            (i for i, b in enumerate(following.content) if isinstance(b, pb.TextBlock)), None
+        )
+        if first_text is not None:
+            assert first_text >= len(calls), "results come before any user text"
