@@ -29,6 +29,7 @@ from sessiond.runtime.agent_config import (
     resolve_skills,
     resolve_tools,
 )
+from sessiond.runtime.ownership import owned_record
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
 from sessiond.store.protocol import Record, RecordQuery, Store, Version
@@ -222,13 +223,7 @@ class AgentService:
         self._store = store
 
     async def _record(self, workspace_id: str, agent_id: str) -> Record:
-        try:
-            record = await self._store.get_record(KIND, agent_id)
-        except NotFoundError:
-            record = None
-        if record is None or record.workspace_id != workspace_id:
-            raise NotFoundError(f"agent {agent_id!r} not found", code="agent_not_found")
-        return record
+        return await owned_record(self._store, KIND, agent_id, workspace_id)
 
     async def create(self, workspace_id: str, params: CreateAgent) -> Agent:
         """Version 1 of a new agent."""

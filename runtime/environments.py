@@ -11,8 +11,9 @@ from typing import Annotated, Literal
 import msgspec
 
 from sessiond.runtime.agent_config import check_metadata, patch_metadata
+from sessiond.runtime.ownership import owned_record
 from sessiond.store.clock import new_id, now_ts
-from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
+from sessiond.store.errors import ConflictError, InvalidInputError
 from sessiond.store.protocol import Record, RecordQuery, Store
 
 KIND = "environment"
@@ -188,15 +189,7 @@ class EnvironmentService:
         self._store = store
 
     async def _record(self, workspace_id: str, environment_id: str) -> Record:
-        try:
-            record = await self._store.get_record(KIND, environment_id)
-        except NotFoundError:
-            record = None
-        if record is None or record.workspace_id != workspace_id:
-            raise NotFoundError(
-                f"environment {environment_id!r} not found", code="environment_not_found"
-            )
-        return record
+        return await owned_record(self._store, KIND, environment_id, workspace_id)
 
     async def create(self, workspace_id: str, params: CreateEnvironment) -> Environment:
         """A new environment."""

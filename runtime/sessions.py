@@ -16,11 +16,12 @@ from sessiond.runtime import events as ev
 from sessiond.runtime.agents import AgentService
 from sessiond.runtime.environments import EnvironmentService, SelfHostedConfig
 from sessiond.runtime.fold import OutcomeEvaluation, SessionState, fold_all
+from sessiond.runtime.ownership import owned_record
 from sessiond.runtime.params import SendEvents, validate_initial_events, validate_send
 from sessiond.runtime.usage import BudgetLimit
 from sessiond.runtime.wire import decode_stored, encode_body
 from sessiond.store.clock import new_id, now_ts
-from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
+from sessiond.store.errors import ConflictError, InvalidInputError
 from sessiond.store.protocol import (
     AppendResult,
     NewEvent,
@@ -195,13 +196,7 @@ class SessionService:
 
     async def get_record(self, workspace_id: str, session_id: str) -> Record:
         """The session's record; another workspace's session is simply not found."""
-        try:
-            record = await self._store.get_record(KIND, session_id)
-        except NotFoundError:
-            record = None
-        if record is None or record.workspace_id != workspace_id:
-            raise NotFoundError(f"session {session_id!r} not found", code="session_not_found")
-        return record
+        return await owned_record(self._store, KIND, session_id, workspace_id)
 
     async def create(self, workspace_id: str, params: CreateSession) -> Session:
         """Pin the agent version, check the environment, write the record and initial events."""
