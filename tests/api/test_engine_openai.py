@@ -120,3 +120,43 @@ def test_retries_then_success_and_exhaustion(sdk: anthropic.Anthropic, script: S
     script.push(Fail(status=500), Fail(status=500), Fail(status=500))
     events = collect_until_idle(sdk, session_id, _user("hi again"))
     assert events[-1].stop_reason.type == "retries_exhausted"
+
+
+@pytest.mark.parametrize("decision", ["allow", "deny"])
+def test_always_ask_confirmation(sdk: anthropic.Anthropic, script: Script, decision: str) -> None:
+    ask = [
+        {
+            "type": "agent_toolset_20260401",
+            "default_config": {"permission_policy": {"type": "always_ask"}},
+        }
+    ]
+    session_id = _session(sdk, tools=ask)
+    script.push(Reply(tool_calls=[("bash", {"command": "echo via-openai"})]), Reply(text="ok"))
+    first = collect_until_idle(sdk, session_id, _user("run"))
+    use = next(e for e in first if e.type == "agent.tool_use")
+    assert use.evaluated_permission == "ask" and first[-1].stop_reason.type == "requires_action"
+    confirmation = {"type": "user.tool_confirmation", "tool_use_id": use.id, "result": decision}
+    second = collect_until_idle(sdk, session_id, [confirmation])
+    result = next(e for e in second if e.type == "agent.tool_result")
+    assert result.is_error is (decision == "deny")
+    assert ("via-openai" in result.content[0].text) is (decision == "allow")
+    tool_message = [m for m in script.requests[1]["messages"] if m["role"] == "tool"][0]
+    assert tool_message["tool_call_id"] == use.id
+
+
+def test_interrupt_during_a_slow_stream(sdk: anthropic.Anthropic, script: Script) -> None:
+    import time
+
+    session_id = _session(sdk)
+    script.push(Reply(text="token " * 200, chunks=200, chunk_delay_s=0.05))
+    sent_at: list[float] = []
+
+    def interrupt(event: object) -> None:
+        if getattr(event, "type", "") == "span.model_request_start" and not sent_at:
+            sent_at.append(time.monotonic())
+            sdk.beta.sessions.events.send(session_id, events=[{"type": "user.interrupt"}])
+
+    events = collect_until_idle(sdk, session_id, _user("go on"), on_event=interrupt)
+    assert time.monotonic() - sent_at[0] < 1.0
+    assert "agent.message" not in types(events)
+    assert next(e for e in events if e.type == "span.model_request_end").is_error
