@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -33,7 +34,10 @@ Step = Reply | Fail
 class Script:
     """A queue of steps, and the requests received (thread-safe: the fake runs in a thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, responder: Callable[[dict[str, Any]], Step] | None = None) -> None:
+        """`responder`, when given, answers each request from its body (deterministic under
+        concurrency, where a queue's order is not); queued steps still go first."""
+        self.responder = responder
         self._lock = threading.Lock()
         self._steps: list[Step] = []
         self.requests: list[dict[str, Any]] = []
@@ -56,7 +60,11 @@ class Script:
         with self._lock:
             self.requests.append(body)
             self.headers.append(headers)
-            return self._steps.pop(0) if self._steps else Reply(text="done")
+            if self._steps:
+                return self._steps.pop(0)
+        if self.responder is not None:
+            return self.responder(body)
+        return Reply(text="done")
 
 
 def split(text: str, n: int) -> list[str]:
