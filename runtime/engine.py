@@ -21,6 +21,7 @@ import msgspec
 
 from sessiond.runtime import events as ev
 from sessiond.runtime.agent_tools import AgentTools, agent_tools
+from sessiond.runtime.cassette import Cassette
 from sessiond.runtime.content import TextBlock
 from sessiond.runtime.context import build_request
 from sessiond.runtime.deltas import DeltaHub, Preview
@@ -33,7 +34,7 @@ from sessiond.runtime.error_objects import (
     UnknownErrorObject,
 )
 from sessiond.runtime.providers import base as pb
-from sessiond.runtime.sessions import KIND, agent_snapshot, project_session
+from sessiond.runtime.sessions import KIND, project_session, session_doc
 from sessiond.runtime.tools.toolset import run_tool
 from sessiond.runtime.turns import (
     AwaitAction,
@@ -117,7 +118,11 @@ class Engine:
 
     async def drive(self, session_id: str) -> None:
         """Run steps until the session rests or waits on its client."""
-        tools = agent_tools(agent_snapshot(await self._store.get_record(KIND, session_id)))
+        doc = session_doc(await self._store.get_record(KIND, session_id))
+        tools = agent_tools(bytes(doc.agent))
+        models = self._models
+        if doc.cassette_of is not None:
+            models = await self._cassette(doc.cassette_of)
         for _ in range(MAX_STEPS_PER_DRIVE):
             events = await self._log(session_id)
             step = plan(events)
@@ -125,7 +130,7 @@ class Engine:
                 if _status(events) != "running":
                     await self._append(session_id, [ev.SessionStatusRunning()])
                     events = await self._log(session_id)
-                await self._call_model(session_id, tools, events)
+                await self._call_model(session_id, tools, events, models)
             elif isinstance(step, RunTools):
                 for call in step.calls:
                     outcome = await run_tool(call.name, dict(call.input), self._workdir(session_id))
@@ -166,6 +171,15 @@ class Engine:
         log.error("session %s: step limit reached; ending the turn", session_id)
         await self._append(session_id, [ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted())])
 
+    async def _cassette(self, source_session_id: str) -> Cassette:
+        """Responses recorded in another session's log (an empty cassette if it is gone)."""
+        try:
+            source = session_doc(await self._store.get_record(KIND, source_session_id))
+            events = await self._log(source_session_id)
+        except AppError:
+            return Cassette(source_session_id, agent_tools(b"{}"), [])
+        return Cassette(source_session_id, agent_tools(bytes(source.agent)), events)
+
     async def close_interrupted(self, session_id: str) -> None:
         """After an interrupt: end a model request left open, and go idle."""
         events = await self._log(session_id)
@@ -187,6 +201,7 @@ class Engine:
         session_id: str,
         tools: AgentTools,
         events: list[ev.EventBase],
+        models: Models,
     ) -> None:
         start = ev.SpanModelRequestStart(id=new_id("sevt"))
         await self._append(session_id, [start])
@@ -222,7 +237,7 @@ class Engine:
             await self._append(session_id, [ev.SessionError(error=error)])
 
         try:
-            response = await self._models.complete(
+            response = await models.complete(
                 request,
                 on_delta=on_delta,
                 on_attempt_failed=on_attempt_failed,

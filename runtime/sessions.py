@@ -66,6 +66,15 @@ class UpdateSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     vault_ids: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
+class ForkOrigin(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a forked session came from (our extension: `forked_from` on the session)."""
+
+    session_id: str
+    event_id: str
+    """The last event of the original that the fork's log copies."""
+    events_copied: int
+
+
 class SessionDoc(msgspec.Struct, kw_only=True):
     """What the session record stores: fixed facts plus the folded state."""
 
@@ -76,6 +85,9 @@ class SessionDoc(msgspec.Struct, kw_only=True):
     created_at: str
     budget: BudgetLimit | None = None
     state: SessionState
+    forked_from: ForkOrigin | None = None
+    cassette_of: str | None = None
+    """Set for cassette re-runs: model responses come from this recorded session's log."""
 
 
 class Session(msgspec.Struct, kw_only=True):
@@ -97,7 +109,21 @@ class Session(msgspec.Struct, kw_only=True):
     updated_at: str
     archived_at: str | None
     deployment_id: str | None = None
+    forked_from: ForkOrigin | None = None
+    """Our extension: set on sessions made by `POST /v1/sessions/{id}/fork`."""
     type: str = "session"
+
+
+class ForkSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`POST /v1/sessions/{id}/fork` body (our extension)."""
+
+    event_id: str | None = None
+    """The last event to copy; None copies the whole log."""
+    agent: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    """Another agent version to continue with: an id or `{type: "agent", id, version}`."""
+    title: str | None = None
+    metadata: dict[str, str] | None = None
+    """Replaces the original's metadata (kept when absent)."""
 
 
 class SessionDeleted(msgspec.Struct, kw_only=True):
@@ -141,6 +167,11 @@ def agent_snapshot(record: Record) -> bytes:
     return bytes(_decode_doc(record.data).agent)
 
 
+def session_doc(record: Record) -> SessionDoc:
+    """The stored document of a session record (fixed facts and folded state)."""
+    return _decode_doc(record.data)
+
+
 def to_session(record: Record) -> Session:
     """The wire object for a stored session record."""
     doc = _decode_doc(record.data)
@@ -161,7 +192,23 @@ def to_session(record: Record) -> Session:
         created_at=doc.created_at,
         updated_at=record.updated_at,
         archived_at=record.archived_at,
+        forked_from=doc.forked_from,
     )
+
+
+def _rewrite_ids(data: bytes, new_ids: dict[str, str]) -> bytes:
+    """`data` (a stored event body) with every string that is an old id replaced."""
+
+    def walk(value: object) -> object:
+        if isinstance(value, str):
+            return new_ids.get(value, value)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return value
+
+    return _encode(walk(msgspec.json.decode(data)))
 
 
 def _check_metadata(metadata: dict[str, str]) -> None:
@@ -198,8 +245,14 @@ class SessionService:
         """The session's record; another workspace's session is simply not found."""
         return await owned_record(self._store, KIND, session_id, workspace_id)
 
-    async def create(self, workspace_id: str, params: CreateSession) -> Session:
-        """Pin the agent version, check the environment, write the record and initial events."""
+    async def create(
+        self, workspace_id: str, params: CreateSession, *, cassette_of: str | None = None
+    ) -> Session:
+        """Pin the agent version, check the environment, write the record and initial events.
+
+        `cassette_of` (evals only, not on the wire) makes the engine answer this session's
+        model requests from that recorded session's log (see `runtime/cassette.py`).
+        """
         if params.vault_ids:
             raise InvalidInputError(
                 "vault_ids: vaults are not supported yet", code="vaults_unsupported"
@@ -224,6 +277,7 @@ class SessionService:
             state=SessionState(
                 title=params.title, metadata=params.metadata, created_at=now, updated_at=now
             ),
+            cassette_of=cassette_of,
         )
         record = Record(
             kind=KIND,
@@ -239,6 +293,80 @@ class SessionService:
         assert result.record is not None
         if initial and self._on_input is not None:
             await self._on_input(session_id, initial)
+        return to_session(result.record)
+
+    async def fork(self, workspace_id: str, session_id: str, params: ForkSession) -> Session:
+        """A new session whose log starts with a copy of this one's up to `event_id`.
+
+        The copy gets fresh event ids (ids are unique across the store) and every reference
+        to a copied id inside the copied events is rewritten to match, so tool results
+        still answer their calls. The original is only read. The fork pins the original's
+        agent snapshot unless `agent` names another version, and continues live: if its log
+        ends mid-turn, the engine picks the turn up from there.
+        """
+        record = await self.get_record(workspace_id, session_id)
+        doc = _decode_doc(record.data)
+        stored = await self._store.read(session_id)
+        if params.event_id is None:
+            prefix = stored
+        else:
+            cut = next((i for i, s in enumerate(stored) if s.id == params.event_id), None)
+            if cut is None:
+                raise InvalidInputError(
+                    f"event_id: {params.event_id} is not an event of session {session_id}",
+                    code="event_not_in_session",
+                )
+            prefix = stored[: cut + 1]
+        if not prefix:
+            raise InvalidInputError("cannot fork a session with no events", code="empty_session")
+        if not isinstance(params.agent, msgspec.UnsetType):
+            agent_raw = msgspec.Raw(
+                msgspec.json.encode(
+                    await self._agents.resolve_for_session(workspace_id, params.agent)
+                )
+            )
+        else:
+            agent_raw = doc.agent
+        metadata = dict(doc.state.metadata) if params.metadata is None else params.metadata
+        _check_metadata(metadata)
+        now = now_ts()
+        fork_id = new_id("sesn")
+        new_ids = {s.id: new_id("sevt") for s in prefix}
+        copied = [
+            NewEvent(type=s.type, data=_rewrite_ids(s.data, new_ids), id=new_ids[s.id])
+            for s in prefix
+        ]
+        snapshot = msgspec.json.decode(agent_raw)
+        fork_doc = SessionDoc(
+            id=fork_id,
+            agent=agent_raw,
+            environment_id=doc.environment_id,
+            self_hosted=doc.self_hosted,
+            created_at=now,
+            budget=doc.budget,
+            state=SessionState(
+                title=params.title if params.title is not None else doc.state.title,
+                metadata=metadata,
+                created_at=now,
+                updated_at=now,
+            ),
+            forked_from=ForkOrigin(
+                session_id=session_id, event_id=prefix[-1].id, events_copied=len(prefix)
+            ),
+        )
+        fork_record = Record(
+            kind=KIND,
+            id=fork_id,
+            workspace_id=workspace_id,
+            data=_encode(fork_doc),
+            created_at=now,
+            updated_at=now,
+            tags=_tags(fork_doc, snapshot["id"], snapshot["version"]),
+        )
+        result = await self._store.create_stream(fork_record, copied, project=project_session)
+        assert result.record is not None
+        if self._on_input is not None:
+            await self._on_input(fork_id, [])
         return to_session(result.record)
 
     async def retrieve(self, workspace_id: str, session_id: str) -> Session:

@@ -11,7 +11,7 @@ from sessiond.api.auth import workspace_id
 from sessiond.api.bodies import decode_body, json_response, raw_json_response
 from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
 from sessiond.api.query import query_bool, query_choice, query_int, query_list, query_time_range
-from sessiond.runtime.sessions import CreateSession, UpdateSession
+from sessiond.runtime.sessions import CreateSession, ForkSession, UpdateSession
 from sessiond.store.errors import InvalidInputError
 from sessiond.store.protocol import RecordQuery
 
@@ -42,6 +42,14 @@ async def update_session(request: Request) -> Response:
     params = await decode_body(request, UpdateSession)
     session_id = request.path_params["session_id"]
     return json_response(await _sessions(request).update(ws, session_id, params))
+
+
+async def fork_session(request: Request) -> Response:
+    """Our extension: a new session starting with a copy of this one's log up to an event."""
+    ws = await workspace_id(request)
+    params = await decode_body(request, ForkSession)
+    session_id = request.path_params["session_id"]
+    return json_response(await _sessions(request).fork(ws, session_id, params))
 
 
 async def archive_session(request: Request) -> Response:
@@ -128,4 +136,5 @@ routes = [
     Route("/v1/sessions/{session_id}", update_session, methods=["POST"]),
     Route("/v1/sessions/{session_id}", delete_session, methods=["DELETE"]),
     Route("/v1/sessions/{session_id}/archive", archive_session, methods=["POST"]),
+    Route("/v1/sessions/{session_id}/fork", fork_session, methods=["POST"]),
 ]
