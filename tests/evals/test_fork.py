@@ -81,7 +81,10 @@ def test_fork_copies_the_prefix_and_leaves_the_original_alone(
             assert not {e["id"] for e in forked} & {e["id"] for e in before}
             if label == "tool result":
                 # Cut mid-turn: the fork finishes the turn live, as the original did.
-                assert _shape(forked)[-3:] == _shape(before)[cuts["first idle"] - 2 : cuts["first idle"] + 1]
+                assert (
+                    _shape(forked)[-3:]
+                    == _shape(before)[cuts["first idle"] - 2 : cuts["first idle"] + 1]
+                )
             else:
                 assert len(forked) == cut + 1
     assert wire_events(client, original) == before
