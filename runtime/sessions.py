@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 
 from sessiond.runtime import events as ev
-from sessiond.runtime.agents import AgentService
+from sessiond.runtime.agents import AgentService, SessionAgent
 from sessiond.runtime.environments import EnvironmentService, SelfHostedConfig
 from sessiond.runtime.fold import OutcomeEvaluation, SessionState, fold_all
 from sessiond.runtime.ownership import owned_record
 from sessiond.runtime.params import SendEvents, validate_initial_events, validate_send
 from sessiond.runtime.usage import BudgetLimit
-from sessiond.runtime.wire import decode_stored, encode_body
+from sessiond.runtime.wire import decode_event, decode_stored, encode_body
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError
 from sessiond.store.protocol import (
@@ -88,6 +88,9 @@ class SessionDoc(msgspec.Struct, kw_only=True):
     forked_from: ForkOrigin | None = None
     cassette_of: str | None = None
     """Set for cassette re-runs: model responses come from this recorded session's log."""
+    initial: SessionState | None = None
+    """The state before the first event (title, metadata, created_at): what a replay folds
+    the log onto to reproduce `state` (None on records written before it was kept)."""
 
 
 class Session(msgspec.Struct, kw_only=True):
@@ -126,6 +129,22 @@ class ForkSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Replaces the original's metadata (kept when absent)."""
 
 
+class ExportedSession(msgspec.Struct, kw_only=True):
+    """The parts of an exported session object that an import keeps."""
+
+    agent: dict[str, object]
+    title: str | None = None
+    metadata: dict[str, str] = {}
+
+
+class ImportSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`POST /v1/sessions/import` body (our extension): an exported session and its log."""
+
+    environment_id: str
+    session: ExportedSession
+    events: list[msgspec.Raw]
+
+
 class SessionDeleted(msgspec.Struct, kw_only=True):
     """`DELETE /v1/sessions/{id}` response."""
 
@@ -134,6 +153,7 @@ class SessionDeleted(msgspec.Struct, kw_only=True):
 
 
 _decode_doc = msgspec.json.Decoder(SessionDoc).decode
+_decode_snapshot = msgspec.json.Decoder(SessionAgent).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -246,12 +266,19 @@ class SessionService:
         return await owned_record(self._store, KIND, session_id, workspace_id)
 
     async def create(
-        self, workspace_id: str, params: CreateSession, *, cassette_of: str | None = None
+        self,
+        workspace_id: str,
+        params: CreateSession,
+        *,
+        cassette_of: str | None = None,
+        snapshot: bytes | None = None,
     ) -> Session:
         """Pin the agent version, check the environment, write the record and initial events.
 
-        `cassette_of` (evals only, not on the wire) makes the engine answer this session's
-        model requests from that recorded session's log (see `runtime/cassette.py`).
+        Two keywords serve evals and are not on the wire: `cassette_of` makes the engine
+        answer this session's model requests from that recorded session's log (see
+        `runtime/cassette.py`); `snapshot` pins that exact agent snapshot (JSON) instead of
+        resolving `params.agent`, to re-run a recording against the config it ran with.
         """
         if params.vault_ids:
             raise InvalidInputError(
@@ -264,12 +291,20 @@ class SessionService:
         _check_metadata(params.metadata)
         initial = validate_initial_events(params.initial_events)
         environment = await self._environments.require_usable(workspace_id, params.environment_id)
-        agent = await self._agents.resolve_for_session(workspace_id, params.agent)
+        if snapshot is None:
+            agent_raw = msgspec.Raw(
+                msgspec.json.encode(
+                    await self._agents.resolve_for_session(workspace_id, params.agent)
+                )
+            )
+        else:
+            agent_raw = msgspec.Raw(snapshot)
+        pinned = msgspec.json.decode(agent_raw)
         now = now_ts()
         session_id = new_id("sesn")
         doc = SessionDoc(
             id=session_id,
-            agent=msgspec.Raw(msgspec.json.encode(agent)),
+            agent=agent_raw,
             environment_id=environment.id,
             self_hosted=isinstance(environment.config, SelfHostedConfig),
             created_at=now,
@@ -279,6 +314,7 @@ class SessionService:
             ),
             cassette_of=cassette_of,
         )
+        doc.initial = doc.state
         record = Record(
             kind=KIND,
             id=session_id,
@@ -286,7 +322,7 @@ class SessionService:
             data=_encode(doc),
             created_at=now,
             updated_at=now,
-            tags=_tags(doc, agent.id, agent.version),
+            tags=_tags(doc, pinned["id"], pinned["version"]),
         )
         new_events = [NewEvent(type=e.type, data=encode_body(e)) for e in initial]
         result = await self._store.create_stream(record, new_events, project=project_session)
@@ -354,6 +390,7 @@ class SessionService:
                 session_id=session_id, event_id=prefix[-1].id, events_copied=len(prefix)
             ),
         )
+        fork_doc.initial = fork_doc.state
         fork_record = Record(
             kind=KIND,
             id=fork_id,
@@ -367,6 +404,55 @@ class SessionService:
         assert result.record is not None
         if self._on_input is not None:
             await self._on_input(fork_id, [])
+        return to_session(result.record)
+
+    async def import_log(self, workspace_id: str, params: ImportSession) -> Session:
+        """A new session holding a log exported elsewhere (`{session, events}` as the API
+        serves them), with fresh ids. The agent snapshot is pinned as exported; the engine
+        is not woken, so the import is a recording until a client sends to it."""
+        environment = await self._environments.require_usable(workspace_id, params.environment_id)
+        exported = params.session
+        try:
+            agent = _decode_snapshot(msgspec.json.encode(exported.agent))
+        except msgspec.ValidationError as exc:
+            raise InvalidInputError(f"session.agent: {exc}", code="invalid_snapshot") from exc
+        decoded: list[ev.EventBase] = []
+        for index, raw in enumerate(params.events):
+            try:
+                decoded.append(decode_event(bytes(raw)))
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raise InvalidInputError(f"events[{index}]: {exc}", code="invalid_event") from exc
+        metadata = dict(exported.metadata)
+        _check_metadata(metadata)
+        now = now_ts()
+        session_id = new_id("sesn")
+        new_ids = {e.id: new_id("sevt") for e in decoded if e.id}
+        copied = [
+            NewEvent(type=e.type, data=_rewrite_ids(encode_body(e), new_ids), id=new_ids.get(e.id))
+            for e in decoded
+        ]
+        doc = SessionDoc(
+            id=session_id,
+            agent=msgspec.Raw(msgspec.json.encode(agent)),
+            environment_id=environment.id,
+            self_hosted=isinstance(environment.config, SelfHostedConfig),
+            created_at=now,
+            state=SessionState(
+                title=exported.title, metadata=metadata, created_at=now, updated_at=now
+            ),
+        )
+        doc.initial = doc.state
+        record = Record(
+            kind=KIND,
+            id=session_id,
+            workspace_id=workspace_id,
+            data=_encode(doc),
+            created_at=now,
+            updated_at=now,
+            tags=_tags(doc, agent.id, agent.version),
+        )
+        result = await self._store.create_stream(record, copied, project=project_session)
+        assert result.record is not None
         return to_session(result.record)
 
     async def retrieve(self, workspace_id: str, session_id: str) -> Session:
@@ -391,6 +477,13 @@ class SessionService:
         if self._on_input is not None:
             await self._on_input(session_id, events)
         return result
+
+    async def append_system(self, session_id: str, events: Sequence[ev.EventBase]) -> AppendResult:
+        """Append server-side events (spans an eval grader writes, say); no client checks."""
+        new_events = [NewEvent(type=e.type, data=encode_body(e), id=e.id or None) for e in events]
+        return await self._store.append(
+            session_id, new_events, expected_seq=None, project=project_session
+        )
 
     async def update(self, workspace_id: str, session_id: str, params: UpdateSession) -> Session:
         """Apply an update as a `session.updated` event carrying only what changed."""

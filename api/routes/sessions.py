@@ -11,7 +11,15 @@ from sessiond.api.auth import workspace_id
 from sessiond.api.bodies import decode_body, json_response, raw_json_response
 from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
 from sessiond.api.query import query_bool, query_choice, query_int, query_list, query_time_range
-from sessiond.runtime.sessions import CreateSession, ForkSession, UpdateSession
+from sessiond.runtime.sessions import (
+    CreateSession,
+    ForkSession,
+    ImportSession,
+    UpdateSession,
+    session_doc,
+    to_session,
+)
+from sessiond.runtime.wire import to_wire
 from sessiond.store.errors import InvalidInputError
 from sessiond.store.protocol import RecordQuery
 
@@ -50,6 +58,36 @@ async def fork_session(request: Request) -> Response:
     params = await decode_body(request, ForkSession)
     session_id = request.path_params["session_id"]
     return json_response(await _sessions(request).fork(ws, session_id, params))
+
+
+async def export_session(request: Request) -> Response:
+    """Our extension: the session object, its state before the first event, and its log —
+    what `POST /v1/sessions/import` takes and `sessiond eval replay FILE` replays."""
+    ws = await workspace_id(request)
+    session_id = request.path_params["session_id"]
+    services = request.app.state.services
+    record = await services.sessions.get_record(ws, session_id)
+    doc = session_doc(record)
+    initial = doc.initial
+    head = {
+        "title": initial.title if initial else None,
+        "metadata": initial.metadata if initial else {},
+        "created_at": doc.created_at,
+    }
+    stored = await services.store.read(session_id)
+    body = b'{"session":%b,"initial":%b,"events":[%b]}' % (
+        _encode(to_session(record)),
+        _encode(head),
+        b",".join(to_wire(s) for s in stored),
+    )
+    return raw_json_response(body)
+
+
+async def import_session(request: Request) -> Response:
+    """Our extension: store an exported `{session, events}` as a new, resting session."""
+    ws = await workspace_id(request)
+    params = await decode_body(request, ImportSession)
+    return json_response(await _sessions(request).import_log(ws, params))
 
 
 async def archive_session(request: Request) -> Response:
@@ -132,9 +170,11 @@ async def list_sessions(request: Request) -> Response:
 routes = [
     Route("/v1/sessions", create_session, methods=["POST"]),
     Route("/v1/sessions", list_sessions, methods=["GET"]),
+    Route("/v1/sessions/import", import_session, methods=["POST"]),
     Route("/v1/sessions/{session_id}", retrieve_session, methods=["GET"]),
     Route("/v1/sessions/{session_id}", update_session, methods=["POST"]),
     Route("/v1/sessions/{session_id}", delete_session, methods=["DELETE"]),
     Route("/v1/sessions/{session_id}/archive", archive_session, methods=["POST"]),
     Route("/v1/sessions/{session_id}/fork", fork_session, methods=["POST"]),
+    Route("/v1/sessions/{session_id}/export", export_session, methods=["GET"]),
 ]
