@@ -14,7 +14,7 @@ from starlette.routing import Route
 from sessiond.api.bodies import json_response
 from sessiond.api.config import Config
 from sessiond.api.errors import EXCEPTION_HANDLERS
-from sessiond.api.routes import agents, environments, events, sessions, workspaces
+from sessiond.api.routes import agents, environments, evals, events, sessions, workspaces
 from sessiond.api.services import Services
 
 
@@ -45,6 +45,7 @@ def create_app(config: Config) -> Starlette:
             async with anyio.create_task_group() as tg:
                 if config.run_engine:
                     await tg.start(services.supervisor.run)
+                    await tg.start(services.evals.run)
                 yield
                 tg.cancel_scope.cancel()
         finally:
@@ -59,6 +60,7 @@ def create_app(config: Config) -> Starlette:
             *environments.routes,
             *sessions.routes,
             *events.routes,
+            *evals.routes,
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sessiond.api.config import Config
+from sessiond.evals.service import EvalService
 from sessiond.runtime.agents import AgentService
 from sessiond.runtime.deltas import DeltaHub
 from sessiond.runtime.engine import Engine
@@ -34,6 +35,7 @@ class Services:
             self.environments,
             on_input=self.supervisor.notify if config.run_engine else None,
         )
+        self.evals = EvalService(store, self.sessions, self.agents, self.environments, self.models)
 
     @classmethod
     async def start(cls, config: Config) -> Services:

@@ -96,6 +96,7 @@ async def tail(
     to_wire: Callable[[StoredEvent], bytes],
     deltas: DeltaHub | None = None,
     delta_kinds: frozenset[str] = frozenset(),
+    closing_types: frozenset[str] = _CLOSING_TYPES,
 ) -> AsyncIterator[bytes]:
     """Frames of the events after `after_seq` (None: live only), then live ones, forever.
 
@@ -122,7 +123,7 @@ async def tail(
                         cursor = stored.seq
                         if stored.type in _PREVIEWED_TYPES:
                             finished.append(stored.id)
-                        if stored.type in _CLOSING_TYPES:
+                        if stored.type in closing_types:
                             return
                     if len(batch) == _BATCH:
                         continue

@@ -182,7 +182,7 @@ class CaseRunner:
         message = getattr(getattr(errors[0], "error", None), "message", "") if errors else ""
         if message.startswith(MISS_PREFIX):
             return "cassette_miss", message
-        kind = getattr(stop, "type", "unknown")
+        kind = type(stop).__struct_config__.tag if isinstance(stop, msgspec.Struct) else "?"
         return "error", f"the turn ended with {kind}" + (f": {message}" if message else "")
 
     async def _result(

@@ -473,6 +473,13 @@ class EvalService:
                             await runner.interrupt(workspace_id, session[0])
                         await self._append(run_id, CaseFinished(result=_cancelled(case, session)))
                     raise
+                except Exception as exc:  # a bug in one case must not sink the run
+                    log.exception("eval run %s: case %s failed", run_id, plan.case_id)
+                    result = msgspec.structs.replace(
+                        _cancelled(case, session),
+                        status="error",
+                        error=f"internal error: {type(exc).__name__}: {exc}",
+                    )
                 await self._append(run_id, CaseFinished(result=result))
 
         with anyio.CancelScope() as scope:

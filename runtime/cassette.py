@@ -22,6 +22,7 @@ import msgspec
 
 from sessiond.runtime import events as ev
 from sessiond.runtime.agent_tools import AgentTools
+from sessiond.runtime.content import TextBlock
 from sessiond.runtime.context import build_request
 from sessiond.runtime.providers import base as pb
 from sessiond.store.errors import InvalidInputError
@@ -76,7 +77,7 @@ def _response(events: Sequence[ev.EventBase], start_index: int) -> pb.ModelRespo
             texts.extend(
                 pb.TextBlock(text=block.text)
                 for block in event.content
-                if getattr(block, "type", None) == "text"
+                if isinstance(block, TextBlock)
             )
         elif isinstance(event, _TOOL_CALLS):
             content.append(pb.ToolUseBlock(id=event.id, name=event.name, input=dict(event.input)))

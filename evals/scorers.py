@@ -1,0 +1,387 @@
+"""Scorers: each turns a `Transcript` into a `ScoreResult` with a reason a person can act on.
+
+Specs are JSON objects tagged by `type` (the same in suite files, the API and the CLI) and
+are checked when decoded, so a bad regex, schema or import path is a 400 before anything
+runs. Kinds: `exact`, `contains`, `regex`, `json_schema` (on the final message),
+`tool_called`, `max_turns`, `max_tokens`, `max_cost`, `max_latency`, `python` (a callable
+by import path) and `rubric` (model-graded, through any configured provider).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jsonschema
+import msgspec
+
+from sessiond.evals.pricing import Price, cost_usd
+from sessiond.evals.results import ScoreResult
+from sessiond.evals.transcript import Transcript
+from sessiond.runtime.providers import base as pb
+from sessiond.store.errors import AppError, InvalidInputError
+
+_SHOW = 200
+
+
+class _Spec(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
+):
+    name: str | None = None
+
+
+class Exact(_Spec, tag="exact"):
+    value: str
+    case_sensitive: bool = True
+    strip: bool = True
+
+
+class Contains(_Spec, tag="contains"):
+    value: str | None = None
+    values: list[str] = []
+    """All must appear."""
+    case_sensitive: bool = False
+
+
+class Regex(_Spec, tag="regex"):
+    pattern: str
+    flags: str = ""
+    """Letters: i (ignore case), m (multiline), s (dot matches newline)."""
+
+
+class JsonSchema(_Spec, tag="json_schema"):
+    schema: dict[str, Any]
+
+
+class ToolCalled(_Spec, tag="tool_called"):
+    tool: str
+    input: dict[str, Any] | None = None
+    """Subset match; a string value starting with `re:` is a regex."""
+    min_times: int = 1
+    max_times: int | None = None
+
+
+class MaxTurns(_Spec, tag="max_turns"):
+    value: int
+
+
+class MaxTokens(_Spec, tag="max_tokens"):
+    value: int
+
+
+class MaxCost(_Spec, tag="max_cost"):
+    usd: float
+
+
+class MaxLatency(_Spec, tag="max_latency"):
+    seconds: float
+
+
+class PythonScorer(_Spec, tag="python"):
+    callable: str
+    """`package.module:function`; called with the Transcript, returns bool, a float in
+    [0, 1], (bool, reason) or a ScoreResult."""
+
+
+class Rubric(_Spec, tag="rubric"):
+    rubric: str
+    model: str | None = None
+    pass_threshold: float = 0.5
+
+
+ScorerSpec = (
+    Exact
+    | Contains
+    | Regex
+    | JsonSchema
+    | ToolCalled
+    | MaxTurns
+    | MaxTokens
+    | MaxCost
+    | MaxLatency
+    | PythonScorer
+    | Rubric
+)
+
+_decode_list = msgspec.json.Decoder(list[ScorerSpec]).decode
+_convert_opts: dict[str, Any] = {"strict": True}
+
+
+class ScoreContext(msgspec.Struct, kw_only=True):
+    """What scorers may use besides the transcript."""
+
+    models: Any = None
+    """A `Models` (runtime/engine.py) for model-graded scorers; None disables them."""
+    pricing: Mapping[str, Price] = {}
+    grader_model: str | None = None
+
+
+def _flags(letters: str) -> int:
+    table = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
+    value = 0
+    for letter in letters:
+        if letter not in table:
+            raise InvalidInputError(f"regex flags: unknown flag {letter!r} (use i, m, s)")
+        value |= table[letter]
+    return value
+
+
+def _check(spec: ScorerSpec, where: str) -> None:
+    if isinstance(spec, Regex):
+        try:
+            re.compile(spec.pattern, _flags(spec.flags))
+        except re.error as exc:
+            raise InvalidInputError(f"{where}: bad pattern {spec.pattern!r}: {exc}") from exc
+    elif isinstance(spec, JsonSchema):
+        try:
+            jsonschema.Draft202012Validator.check_schema(spec.schema)
+        except jsonschema.SchemaError as exc:
+            raise InvalidInputError(f"{where}: invalid JSON schema: {exc.message}") from exc
+    elif isinstance(spec, ToolCalled):
+        for key, value in (spec.input or {}).items():
+            if isinstance(value, str) and value.startswith("re:"):
+                try:
+                    re.compile(value[3:])
+                except re.error as exc:
+                    raise InvalidInputError(f"{where}: input.{key}: bad pattern: {exc}") from exc
+    elif isinstance(spec, Contains):
+        if spec.value is None and not spec.values:
+            raise InvalidInputError(f"{where}: contains needs value or values")
+    elif isinstance(spec, PythonScorer):
+        _load_callable(spec.callable, where)
+    elif isinstance(spec, Rubric) and not 0 <= spec.pass_threshold <= 1:
+        raise InvalidInputError(f"{where}: pass_threshold must be within [0, 1]")
+
+
+def _load_callable(path: str, where: str = "python") -> Callable[[Transcript], Any]:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise InvalidInputError(f"{where}: callable must look like package.module:function")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidInputError(f"{where}: cannot import {path!r}: {exc}") from exc
+    if not callable(target):
+        raise InvalidInputError(f"{where}: {path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def decode_scorers(raw: bytes | Sequence[Any], where: str = "scorers") -> list[ScorerSpec]:
+    """Decode and check scorer specs; any problem is an InvalidInputError naming it."""
+    try:
+        if isinstance(raw, bytes | bytearray):
+            specs = _decode_list(raw)
+        else:
+            specs = msgspec.convert(list(raw), list[ScorerSpec], **_convert_opts)
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(f"{where}: {exc}", code="invalid_scorer") from exc
+    for index, spec in enumerate(specs):
+        _check(spec, f"{where}[{index}]")
+    return specs
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _SHOW else text[:_SHOW] + "…"
+
+
+def _result(spec: ScorerSpec, passed: bool, detail: str, score: float | None = None) -> ScoreResult:
+    return ScoreResult(
+        scorer=spec.name or spec.__struct_config__.tag,  # type: ignore[arg-type]
+        passed=passed,
+        score=(1.0 if passed else 0.0) if score is None else score,
+        detail=detail,
+    )
+
+
+def _json_in(text: str) -> Any:
+    fenced = re.search(r"```(?:json)?\s*\n(.*?)```", text, re.DOTALL)
+    return json.loads(fenced.group(1) if fenced else text)
+
+
+def _input_matches(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
+    for key, want in expected.items():
+        if key not in actual:
+            return False
+        got = actual[key]
+        if isinstance(want, str) and want.startswith("re:"):
+            if not isinstance(got, str) or re.search(want[3:], got) is None:
+                return False
+        elif got != want:
+            return False
+    return True
+
+
+async def score(spec: ScorerSpec, transcript: Transcript, context: ScoreContext) -> ScoreResult:
+    """One scorer's verdict (scorer bugs and grader failures are failed verdicts, not raises)."""
+    text = transcript.final_text
+    match spec:
+        case Exact():
+            got, want = (text.strip(), spec.value.strip()) if spec.strip else (text, spec.value)
+            if not spec.case_sensitive:
+                got, want = got.lower(), want.lower()
+            ok = got == want
+            return _result(spec, ok, f"expected {_cut(spec.value)!r}, got {_cut(text)!r}")
+        case Contains():
+            wanted = ([spec.value] if spec.value is not None else []) + list(spec.values)
+            haystack = text if spec.case_sensitive else text.lower()
+            missing = [
+                w for w in wanted if (w if spec.case_sensitive else w.lower()) not in haystack
+            ]
+            detail = f"missing {missing!r} in {_cut(text)!r}" if missing else "all found"
+            return _result(spec, not missing, detail)
+        case Regex():
+            found = re.search(spec.pattern, text, _flags(spec.flags))
+            detail = f"matched {found.group(0)!r}" if found else f"no match in {_cut(text)!r}"
+            return _result(spec, found is not None, detail)
+        case JsonSchema():
+            try:
+                value = _json_in(text)
+            except json.JSONDecodeError as exc:
+                return _result(spec, False, f"final message is not JSON: {exc}")
+            errors = sorted(
+                jsonschema.Draft202012Validator(spec.schema).iter_errors(value), key=str
+            )
+            if errors:
+                first = errors[0]
+                path = "/".join(str(p) for p in first.absolute_path) or "(root)"
+                return _result(spec, False, f"{path}: {first.message}")
+            return _result(spec, True, "valid")
+        case ToolCalled():
+            named = [c for c in transcript.tool_calls if c.name == spec.tool]
+            hits = [c for c in named if spec.input is None or _input_matches(spec.input, c.input)]
+            ok = len(hits) >= spec.min_times and (
+                spec.max_times is None or len(hits) <= spec.max_times
+            )
+            bound = f"{spec.min_times}..{spec.max_times if spec.max_times is not None else '∞'}"
+            detail = f"{spec.tool} called {len(hits)} time(s) matching (wanted {bound})"
+            if named and not hits:
+                detail += f"; inputs seen: {_cut(json.dumps(named[0].input))}"
+            return _result(spec, ok, detail)
+        case MaxTurns():
+            ok = transcript.turns <= spec.value
+            return _result(spec, ok, f"{transcript.turns} model requests (max {spec.value})")
+        case MaxTokens():
+            used = transcript.input_tokens + transcript.output_tokens
+            return _result(spec, used <= spec.value, f"{used} tokens (max {spec.value})")
+        case MaxCost():
+            cost = cost_usd(
+                transcript.model,
+                transcript.input_tokens,
+                transcript.output_tokens,
+                context.pricing,
+            )
+            if cost is None:
+                return _result(spec, False, f"no price known for model {transcript.model!r}")
+            return _result(spec, cost <= spec.usd, f"${cost:.6f} (max ${spec.usd:g})")
+        case MaxLatency():
+            took = transcript.latency_s
+            return _result(spec, took <= spec.seconds, f"{took:.3f}s (max {spec.seconds:g}s)")
+        case PythonScorer():
+            return _call_python(spec, transcript)
+        case Rubric():
+            return await _grade(spec, transcript, context)
+    raise AssertionError(f"unhandled scorer {spec!r}")
+
+
+def _call_python(spec: PythonScorer, transcript: Transcript) -> ScoreResult:
+    try:
+        value = _load_callable(spec.callable)(transcript)
+    except Exception as exc:  # the user's code: its failure is a failed verdict
+        return _result(spec, False, f"{spec.callable} raised {type(exc).__name__}: {exc}")
+    if isinstance(value, ScoreResult):
+        return value
+    if isinstance(value, tuple) and len(value) == 2:
+        return _result(spec, bool(value[0]), str(value[1]))
+    if isinstance(value, bool):
+        return _result(spec, value, f"{spec.callable} returned {value}")
+    if isinstance(value, int | float):
+        grade = min(1.0, max(0.0, float(value)))
+        return _result(spec, grade >= 0.5, f"{spec.callable} scored {grade:g}", grade)
+    return _result(spec, False, f"{spec.callable} returned {type(value).__name__}, not a verdict")
+
+
+_GRADER_SYSTEM = (
+    "You grade an AI agent's conversation against a rubric. Read the conversation and the "
+    'rubric, then answer with one JSON object and nothing else: {"score": <number from 0 '
+    'to 1>, "reasoning": "<one or two sentences>"}.'
+)
+
+
+def _conversation(transcript: Transcript, limit: int = 12_000) -> str:
+    lines: list[str] = []
+    for event in transcript.events:
+        if event.type == "user.message":
+            lines.append("USER: " + _plain(event))
+        elif event.type == "agent.message":
+            lines.append("AGENT: " + _plain(event))
+        elif event.type in ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use"):
+            payload = json.dumps(getattr(event, "input", {}))[:500]
+            lines.append(f"AGENT CALLS {getattr(event, 'name', '?')}: {payload}")
+        elif event.type == "agent.tool_result":
+            lines.append("TOOL RESULT: " + _plain(event)[:500])
+    text = "\n".join(lines)
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def _plain(event: Any) -> str:
+    blocks = getattr(event, "content", None) or []
+    return "".join(getattr(b, "text", "") for b in blocks)
+
+
+def _parse_grade(reply: str) -> tuple[float, str] | None:
+    for found in re.finditer(r"\{.*?\}", reply, re.DOTALL):
+        try:
+            value = json.loads(found.group(0))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("score"), int | float):
+            return min(1.0, max(0.0, float(value["score"]))), str(value.get("reasoning", ""))
+    words = re.findall(r"\b(PASS|FAIL)\b", reply.upper())
+    if words:
+        return (1.0 if words[-1] == "PASS" else 0.0), reply.strip()[:_SHOW]
+    return None
+
+
+async def _grade(spec: Rubric, transcript: Transcript, context: ScoreContext) -> ScoreResult:
+    if context.models is None:
+        return _result(spec, False, "no model client to grade with")
+    model = spec.model or context.grader_model or transcript.model
+    if not model:
+        return _result(spec, False, "no grader model: set `model` on the rubric scorer")
+    prompt = (
+        f"<conversation>\n{_conversation(transcript)}\n</conversation>\n\n"
+        f"<rubric>\n{spec.rubric}\n</rubric>"
+    )
+    request = pb.ModelRequest(
+        model=model,
+        system=_GRADER_SYSTEM,
+        messages=[pb.Message(role="user", content=[pb.TextBlock(text=prompt)])],
+        max_tokens=1024,
+    )
+    try:
+        response = await context.models.complete(
+            request, on_delta=None, on_attempt_failed=None, on_fallback=None
+        )
+    except AppError as exc:
+        return _result(spec, False, f"grader failed: {exc.message}")
+    reply = "".join(b.text for b in response.content if isinstance(b, pb.TextBlock))
+    parsed = _parse_grade(reply)
+    if parsed is None:
+        return _result(spec, False, f"grader reply has no score: {_cut(reply)!r}")
+    grade, reasoning = parsed
+    ok = grade >= spec.pass_threshold
+    return _result(
+        spec, ok, f"graded {grade:g} (pass ≥ {spec.pass_threshold:g}): {reasoning}", grade
+    )
+
+
+async def score_all(
+    specs: Sequence[ScorerSpec], transcript: Transcript, context: ScoreContext
+) -> list[ScoreResult]:
+    """Every scorer's verdict, in order."""
+    return [await score(spec, transcript, context) for spec in specs]
