@@ -1,0 +1,123 @@
+"""Golden logs: replay reproduces projection and scores; cassette re-runs reproduce the log."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+from eval_harness import http, wire_events
+from fakes.scripts import Script
+from harness import RunningServer
+
+from sessiond.evals.replay import Exported, replay_exported
+from sessiond.evals.scorers import decode_scorers
+
+GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.json"))
+_VOLATILE = ("id", "processed_at")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _shape(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events with ids replaced by their position and timestamps dropped."""
+    position = {e["id"]: f"#{i}" for i, e in enumerate(events)}
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return position.get(value, value)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items() if k not in _VOLATILE}
+        return value
+
+    return [walk(e) for e in events]
+
+
+def test_there_are_golden_logs() -> None:
+    assert {p.stem for p in GOLDEN} >= {"echo", "tool_call", "custom_tool", "multi_turn"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
+async def test_replay_reproduces_projection_and_scores(path: Path) -> None:
+    golden = _load(path)
+    exported = Exported(
+        session=golden["session"], initial=golden["initial"], events=golden["events"]
+    )
+    result = await replay_exported(exported, decode_scorers(golden["scorers"]))
+    assert result.projection_matches, result.mismatches
+    assert result.events == len(golden["events"])
+    got = [
+        {"scorer": s.scorer, "passed": s.passed, "score": s.score, "detail": s.detail}
+        for s in result.scores
+    ]
+    assert got == golden["expected_scores"]
+
+
+@pytest.mark.anyio
+async def test_replay_reports_a_tampered_log_as_a_determinism_error() -> None:
+    golden = _load(next(p for p in GOLDEN if p.stem == "tool_call"))
+    events = copy.deepcopy(golden["events"])
+    end = next(e for e in events if e["type"] == "span.model_request_end")
+    end["model_usage"]["output_tokens"] += 1000
+    exported = Exported(session=golden["session"], initial=golden["initial"], events=events)
+    result = await replay_exported(exported)
+    assert not result.projection_matches and not result.passed
+    assert any(m.startswith("usage.output_tokens: recorded") for m in result.mismatches)
+
+
+def _wait_run(h: Any, run_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = h.get(f"/v1/evals/{run_id}").json()
+        if run["status"] != "running":
+            return run  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"eval run {run_id} did not finish")
+
+
+def test_cassette_rerun_reproduces_each_golden_log(
+    server: RunningServer,
+    client: anthropic.Anthropic,
+    served: tuple[RunningServer, Script],
+) -> None:
+    script = served[1]
+    env = client.beta.environments.create(name="golden-import")
+    imported: dict[str, str] = {}
+    with http(server) as h:
+        for path in GOLDEN:
+            golden = _load(path)
+            body = {
+                "environment_id": env.id,
+                "session": golden["session"],
+                "events": golden["events"],
+            }
+            response = h.post("/v1/sessions/import", json=body)
+            assert response.status_code == 200, response.text
+            imported[response.json()["id"]] = path.stem
+        calls_before = len(script.requests)
+        started = h.post(
+            "/v1/evals",
+            json={
+                "sessions": {"session_ids": list(imported)},
+                "cassette": True,
+                "concurrency": 3,
+            },
+        )
+        assert started.status_code == 200, started.text
+        run = _wait_run(h, started.json()["id"])
+    assert run["status"] == "completed"
+    assert run["counts"]["passed"] == len(GOLDEN), run["results"]
+    assert len(script.requests) == calls_before, "a cassette re-run must not call the model"
+    for result in run["results"]:
+        golden = _load(next(p for p in GOLDEN if p.stem == imported[result["case_id"]]))
+        rerun = wire_events(client, result["session_id"])
+        assert _shape(rerun) == _shape(golden["events"]), imported[result["case_id"]]
