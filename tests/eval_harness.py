@@ -6,6 +6,7 @@ many sessions can run at once and the same request always gets the same answer:
 - a request whose last user turn carries tool results → `tool said: <result text>`;
 - user text `calc <a>+<b>` → a `bash` call `echo $((<a>+<b>))`;
 - user text `ask <name>` → a call of the custom tool `<name>`;
+- user text `slow <seconds>` → an answer streamed over that many seconds;
 - otherwise `echo: <text>`, upper-cased when the system prompt contains `SHOUT`.
 """
 
@@ -53,6 +54,8 @@ def respond(body: dict[str, Any]) -> Reply:
     if text.startswith("calc "):
         expression = text[len("calc ") :]
         return Reply(tool_calls=[("bash", {"command": f"echo $(({expression}))"})])
+    if text.startswith("slow "):
+        return Reply(text=f"slept on {text[5:]}", chunk_delay_s=float(text[5:]) / 3, chunks=3)
     if text.startswith("ask "):
         return Reply(tool_calls=[(text[len("ask ") :], {"q": "?"})])
     answer = f"echo: {text}"
