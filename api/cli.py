@@ -1,4 +1,4 @@
-"""The `sessiond` console script: `serve`, `keys create`."""
+"""The `sessiond` console script: `serve`, `keys create`, `eval run|rerun|replay|report`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create a key and print its secret once")
     create.add_argument("--workspace", default=DEFAULT_WORKSPACE_ID)
     create.add_argument("--name", default=None)
+    from sessiond.api.eval_cli import add_parser
+
+    add_parser(sub)
     return parser
 
 
@@ -45,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command == "eval":
+        from sessiond.api.eval_cli import run_eval_command
+
+        return run_eval_command(args)
     config = Config.from_env()
     if args.command == "serve":
         from sessiond.api.serve import serve

@@ -216,7 +216,8 @@ def build_report(
     title: str = "",
 ) -> Report:
     """Summaries per version, and comparisons: `baseline` against every other version, or
-    each version against the one before it (in order of first appearance)."""
+    each version against the one before it (ascending versions, agents in order of first
+    appearance)."""
     versions: dict[tuple[str, int], list[CaseResult]] = defaultdict(list)
     by_case: dict[str, dict[tuple[str, int], list[CaseResult]]] = defaultdict(
         lambda: defaultdict(list)
@@ -224,7 +225,8 @@ def build_report(
     for result in results:
         versions[_key(result)].append(result)
         by_case[result.case_id][_key(result)].append(result)
-    order = list(versions)
+    agents = list(dict.fromkeys(k[0] for k in versions))
+    order = sorted(versions, key=lambda k: (agents.index(k[0]), k[1]))
     if baseline is not None and baseline in versions:
         pairs = [(baseline, v) for v in order if v != baseline]
     else:
@@ -233,7 +235,7 @@ def build_report(
         title=title,
         created_at=now_ts(),
         run_ids=sorted({r.run_id for r in results}),
-        versions=[_summary(k, v) for k, v in versions.items()],
+        versions=[_summary(k, versions[k]) for k in order],
         comparisons=[compare(a, b, by_case) for a, b in pairs],
         cases=[
             CaseRow(
