@@ -90,3 +90,9 @@ def test_unparseable_files_say_so(tmp_path: Path) -> None:
         load_suite(broken)
     with pytest.raises(InvalidInputError, match="cannot read"):
         load_suite(tmp_path / "missing.json")
+
+
+def test_the_example_suite_loads() -> None:
+    example = Path(__file__).parents[2] / "examples" / "evals" / "support-suite.yaml"
+    suite = load_suite(example)
+    assert {c.id for c in suite.cases} >= {"greeting", "order-status", "follow-up"}
