@@ -1,0 +1,1 @@
+"""sessiond's benchmarks: `python -m bench --help` (never part of the test suite)."""
