@@ -52,4 +52,5 @@ class Config(msgspec.Struct, kw_only=True):
             admin_api_key=os.environ.get("SESSIOND_API_KEY") or None,
             providers=configs_from_env(),
             max_body_bytes=int(os.environ.get("SESSIOND_MAX_BODY_BYTES", 32 * 1024 * 1024)),
+            run_engine=os.environ.get("SESSIOND_RUN_ENGINE", "1").lower() not in ("0", "false"),
         )
