@@ -9,6 +9,7 @@ the log is the buffer, the nudge holds one number, and a slow client costs no me
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import nullcontext
@@ -29,6 +30,32 @@ _FIRST_BATCH = 16
 of a long backlog has been read (measured in bench/resume.py)."""
 _CLOSING_TYPES = frozenset({"session.deleted", "session.status_terminated"})
 _PREVIEWED_TYPES = frozenset({"agent.message", "agent.thinking"})
+
+
+_inflight: dict[tuple[int, str, int, int], asyncio.Task[list[StoredEvent]]] = {}
+
+
+async def shared_read(
+    store: Store, session_id: str, after_seq: int, limit: int
+) -> list[StoredEvent]:
+    """`store.read`, shared by every stream asking for the same page at the same time.
+
+    An append wakes every stream tailing its session at once, all at the same cursor: one
+    read serves them all instead of one each (measured in bench/sse_fanout.py). A stream
+    that joins a read already under way may miss an append committed after it began; its
+    watch then wakes it again at once, so nothing is lost, only read by the next round.
+    The read runs in its own task, so a client that disconnects cannot cancel it for the
+    others.
+    """
+    key = (id(store), session_id, after_seq, limit)
+    task = _inflight.get(key)
+    if task is None:
+        task = asyncio.ensure_future(
+            store.read(session_id, EventQuery(after_seq=after_seq, limit=limit))
+        )
+        _inflight[key] = task
+        task.add_done_callback(lambda _: _inflight.pop(key, None))
+    return await asyncio.shield(task)
 
 
 def frame(stored: StoredEvent, wire: bytes) -> bytes:
@@ -52,42 +79,57 @@ def deleted_frame() -> bytes:
     return b"event: session.deleted\r\ndata: %b\r\n\r\n" % body
 
 
-async def _next_wake(
-    watch: Watch,
-    after_seq: int,
-    draining: anyio.Event,
-    previews: MemoryObjectReceiveStream[Preview] | None,
-) -> int | Preview | None:
-    """The stream's new last seq, a preview, or None once the server starts draining."""
-    result: int | Preview | None = None
-    gone: NotFoundError | None = None
+class _Wakes:
+    """What a tail waits on between reads: appends, previews, and the server's drain.
 
-    async def wait_append() -> None:
-        nonlocal result, gone
+    The drain and preview waits are long-lived tasks reused across wakes, and an append
+    wait is one plain asyncio task: a wake costs no task group and no cancel scope (with
+    1,000 clients those were over half the server's CPU, bench/sse_fanout.py).
+    """
+
+    def __init__(
+        self,
+        watch: Watch,
+        draining: anyio.Event,
+        previews: MemoryObjectReceiveStream[Preview] | None,
+    ) -> None:
+        self._watch = watch
+        self._drain = asyncio.ensure_future(draining.wait())
+        self._previews = previews
+        self._preview: asyncio.Future[Preview] | None = None
+
+    async def next(self, after_seq: int) -> int | Preview | None:
+        """The stream's new last seq, a preview, or None once the server starts draining."""
+        if self._drain.done():
+            return None
+        append = asyncio.ensure_future(self._watch.wait(after_seq))
+        waiting: set[asyncio.Future[object]] = {append, self._drain}  # type: ignore[arg-type]
+        if self._previews is not None:
+            if self._preview is None:
+                self._preview = asyncio.ensure_future(self._previews.receive())
+            waiting.add(self._preview)  # type: ignore[arg-type]
         try:
-            result = await watch.wait(after_seq)
-        except NotFoundError as exc:
-            # Carried out by hand: raised here it would leave the group as an ExceptionGroup.
-            gone = exc
-        tg.cancel_scope.cancel()
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not append.done():
+                append.cancel()
+        if self._drain in done:
+            return None
+        if self._preview is not None and self._preview in done:
+            preview, self._preview = self._preview, None
+            try:
+                return preview.result()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                self._previews = None
+        if append in done:
+            return append.result()  # raises NotFoundError once the session is deleted
+        return await self.next(after_seq)
 
-    async def wait_preview(stream: MemoryObjectReceiveStream[Preview]) -> None:
-        nonlocal result
-        result = await stream.receive()
-        tg.cancel_scope.cancel()
-
-    async def wait_drain() -> None:
-        await draining.wait()
-        tg.cancel_scope.cancel()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(wait_append)
-        tg.start_soon(wait_drain)
-        if previews is not None:
-            tg.start_soon(wait_preview, previews)
-    if gone is not None:
-        raise gone
-    return None if draining.is_set() else result
+    def close(self) -> None:
+        """Stop the long-lived waits."""
+        self._drain.cancel()
+        if self._preview is not None:
+            self._preview.cancel()
 
 
 async def tail(
@@ -116,30 +158,34 @@ async def tail(
     try:
         with subscription as previews:
             async with store.watch(session_id) as watch:
-                # Taken after the watch is registered: an append racing this read is either
-                # in `cursor` or wakes the watch, never lost in between.
-                cursor = await store.last_seq(session_id) if after_seq is None else after_seq
-                limit = _FIRST_BATCH
-                while not draining.is_set():
-                    batch = await store.read(session_id, EventQuery(after_seq=cursor, limit=limit))
-                    for stored in batch:
-                        yield frame(stored, to_wire(stored))
-                        cursor = stored.seq
-                        if stored.type in _PREVIEWED_TYPES:
-                            finished.append(stored.id)
-                        if stored.type in closing_types:
-                            return
-                    if len(batch) == limit:
-                        limit = _BATCH
-                        continue
-                    while True:
-                        woke = await _next_wake(watch, cursor, draining, previews)
-                        if woke is None:
-                            return
-                        if isinstance(woke, Preview):
-                            if woke.event_id not in finished:
-                                yield preview_frame(woke.body)
+                wakes = _Wakes(watch, draining, previews)
+                try:
+                    # Taken after the watch is registered: an append racing this read is either
+                    # in `cursor` or wakes the watch, never lost in between.
+                    cursor = await store.last_seq(session_id) if after_seq is None else after_seq
+                    limit = _FIRST_BATCH
+                    while not draining.is_set():
+                        batch = await shared_read(store, session_id, cursor, limit)
+                        for stored in batch:
+                            yield frame(stored, to_wire(stored))
+                            cursor = stored.seq
+                            if stored.type in _PREVIEWED_TYPES:
+                                finished.append(stored.id)
+                            if stored.type in closing_types:
+                                return
+                        if len(batch) == limit:
+                            limit = _BATCH
                             continue
-                        break
+                        while True:
+                            woke = await wakes.next(cursor)
+                            if woke is None:
+                                return
+                            if isinstance(woke, Preview):
+                                if woke.event_id not in finished:
+                                    yield preview_frame(woke.body)
+                                continue
+                            break
+                finally:
+                    wakes.close()
     except NotFoundError:
         yield deleted_frame()
