@@ -87,7 +87,7 @@ async def stream_eval_events(request: Request) -> Response:
     await _evals(request).retrieve(ws, run_id, results=False)
     services = request.app.state.services
     event_id = request.headers.get("last-event-id") or request.query_params.get("after")
-    after_seq: int | None = None
+    after_seq: int
     if event_id:
         try:
             stored = await services.store.get_event(event_id)
@@ -98,7 +98,9 @@ async def stream_eval_events(request: Request) -> Response:
                 f"after: event {event_id!r} is not an event of this run", code="invalid_resume_id"
             )
         after_seq = stored.seq
-    elif request.query_params.get("from") != "live":
+    elif request.query_params.get("from") == "live":
+        after_seq = await services.store.last_seq(run_id)
+    else:
         after_seq = 0  # progress streams replay from the start unless asked otherwise
     config = request.app.state.config
     body = tail(

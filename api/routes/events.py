@@ -96,6 +96,11 @@ async def stream_events(request: Request) -> Response:
     services = request.app.state.services
     await services.sessions.get_record(ws, session_id)
     after_seq = await _resume_seq(request, session_id)
+    if after_seq is None:
+        # A live tail starts at the log's end as of *this request*, taken before the
+        # response headers go out: a client that sends right after it sees the headers
+        # must still get everything its send causes, however fast the turn runs.
+        after_seq = await services.store.last_seq(session_id)
     config = request.app.state.config
     kinds = frozenset(query_list(request, "event_deltas"))
     unknown = kinds - {"agent.message", "agent.thinking"}

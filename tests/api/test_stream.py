@@ -127,3 +127,23 @@ def test_server_shutdown_ends_live_streams(tmp_path: object) -> None:
                 assert ended.wait(10), "stream did not end when the server started draining"
     finally:
         running.stop()
+
+
+def test_a_live_tail_includes_what_is_sent_right_after_its_headers(
+    server: RunningServer, client: anthropic.Anthropic
+) -> None:
+    """The live position is taken before the headers go out: a send that follows them at
+    once is never missed, however fast it lands (it once was, under a fast engine)."""
+    session = make_session(client)
+    headers = {"x-api-key": ADMIN_KEY}
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as h:
+        for attempt in range(30):
+            with h.stream("GET", f"/v1/sessions/{session.id}/events/stream") as stream:  # type: ignore[attr-defined]
+                sent = h.post(
+                    f"/v1/sessions/{session.id}/events",  # type: ignore[attr-defined]
+                    json={"events": [user_message(f"m{attempt}")]},
+                ).json()["data"][0]["id"]
+                for line in stream.iter_lines():
+                    if line.startswith("id: "):
+                        assert line == f"id: {sent}", attempt
+                        break
