@@ -171,6 +171,13 @@ class Engine:
         log.error("session %s: step limit reached; ending the turn", session_id)
         await self._append(session_id, [ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted())])
 
+    async def has_work(self, session_id: str) -> bool:
+        """Whether planning the log now gives a step the engine would take."""
+        step = plan(await self._log(session_id))
+        if isinstance(step, AwaitAction):
+            return not step.already_announced
+        return isinstance(step, CallModel | RunTools | DenyTools | EndTurn)
+
     async def _cassette(self, source_session_id: str) -> Cassette:
         """Responses recorded in another session's log (an empty cassette if it is gone)."""
         try:

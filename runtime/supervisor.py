@@ -88,11 +88,19 @@ class Supervisor:
                     # group above it and lands nowhere near here.
                     with anyio.move_on_after(CLOSE_DEADLINE_S, shield=True):
                         await self._engine.close_interrupted(session_id)
-                if session_id not in self._again:
+                if session_id not in self._again and not await self._pending(session_id):
                     break
         finally:
             self._scopes.pop(session_id, None)
             self._active.discard(session_id)
+
+    async def _pending(self, session_id: str) -> bool:
+        """Whether the log, read again now, still asks for a step (a backstop: input that
+        landed as a drive ended must never be left unanswered)."""
+        try:
+            return await self._engine.has_work(session_id)
+        except Exception:
+            return False
 
     async def _drive_once(self, session_id: str) -> None:
         try:

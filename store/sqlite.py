@@ -409,9 +409,14 @@ class SQLiteStore:
         return self._readers[next(self._next_reader) % len(self._readers)]
 
     async def _fetchall(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        # Shielded: a read cancelled between its execute and its cursor's close (a client
+        # hanging up mid-read) left the statement open, and with it a read transaction, so
+        # every later read on that connection saw an old snapshot: the engine then missed
+        # new input and sessions hung (found by bench/engine_turn.py at 50 sessions).
         try:
-            async with self._reader().execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            with anyio.CancelScope(shield=True):
+                async with self._reader().execute(sql, params) as cursor:
+                    return list(await cursor.fetchall())
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 

@@ -1,0 +1,136 @@
+"""Engine overhead per turn: a turn with one tool call on an instant fake model, through
+sessiond, against a bare loop that makes the same two SDK calls and runs the same tool."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anthropic
+import httpx
+
+from bench.common import ADMIN_KEY, ROOT, Figure, Results, Server, free_port, percentile
+
+MODEL = "claude-sonnet-5-5"
+TOOLS = [{"type": "agent_toolset_20260401"}]
+BASH = {"name": "bash", "description": "run", "input_schema": {"type": "object"}}
+
+
+async def _bare_turn(client: anthropic.AsyncAnthropic) -> float:
+    started = time.perf_counter()
+    messages: list = [{"role": "user", "content": "go"}]
+    async with client.messages.stream(model=MODEL, max_tokens=100, messages=messages,
+                                      tools=[BASH]) as stream:
+        first = await stream.get_final_message()
+    call = next(b for b in first.content if b.type == "tool_use")
+    proc = await asyncio.create_subprocess_exec("bash", "-c", call.input["command"])
+    await proc.wait()
+    messages += [
+        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                      "content": "ok"}]},
+    ]
+    async with client.messages.stream(model=MODEL, max_tokens=100, messages=messages,
+                                      tools=[BASH]) as stream:
+        await stream.get_final_message()
+    return time.perf_counter() - started
+
+
+async def _bare(fake_url: str, concurrency: int, turns: int) -> tuple[list[float], float]:
+    async with anthropic.AsyncAnthropic(base_url=fake_url, api_key="x", max_retries=0) as client:
+        times: list[float] = []
+
+        async def loop() -> None:
+            for _ in range(turns):
+                times.append(await _bare_turn(client))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return times, time.perf_counter() - started
+
+
+async def _sessiond_turn(http: httpx.AsyncClient, session_id: str) -> float:
+    started = time.perf_counter()
+    async with http.stream("GET", f"/v1/sessions/{session_id}/events/stream") as stream:
+        body = {"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]}
+        (await http.post(f"/v1/sessions/{session_id}/events", json=body)).raise_for_status()
+        event = ""
+        async for line in stream.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "session.status_idle":
+                if '"end_turn"' in line:
+                    break
+                raise RuntimeError(f"turn did not end well: {line[:300]}")
+    return time.perf_counter() - started
+
+
+async def _sessiond(url: str, concurrency: int, turns: int) -> tuple[list[float], float]:
+    limits = httpx.Limits(max_connections=4 * concurrency + 10)
+    async with httpx.AsyncClient(base_url=url, headers={"x-api-key": ADMIN_KEY}, timeout=60,
+                                 limits=limits) as http:
+        agent = (await http.post("/v1/agents", json={"name": "b", "model": MODEL,
+                                                     "tools": TOOLS})).json()
+        env = (await http.post("/v1/environments", json={"name": "b"})).json()
+        sessions = [
+            (await http.post("/v1/sessions", json={"agent": agent["id"],
+                                                   "environment_id": env["id"]})).json()["id"]
+            for _ in range(concurrency)
+        ]
+        await _sessiond_turn(http, sessions[0])  # warm up
+        times: list[float] = []
+
+        async def loop(session_id: str) -> None:
+            for _ in range(turns):
+                times.append(await _sessiond_turn(http, session_id))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(s) for s in sessions))
+        return times, time.perf_counter() - started
+
+
+def run(results: Results, *, quick: bool) -> None:
+    port = free_port()
+    fake = subprocess.Popen([sys.executable, "-m", "bench.fake_anthropic", str(port)], cwd=ROOT)
+    fake_url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{fake_url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        provider = [{"name": "fake", "kind": "anthropic", "models": ["claude-*"],
+                     "base_url": fake_url}]
+        levels = ((1, 20 if quick else 100), (100, 2 if quick else 5))
+        with tempfile.TemporaryDirectory() as tmp, Server(Path(tmp), providers=provider) as srv:
+            for concurrency, turns in levels:
+                asyncio.run(_bare(fake_url, 1, 3))  # warm up
+                bare, bare_wall = asyncio.run(_bare(fake_url, concurrency, turns))
+                ours, ours_wall = asyncio.run(_sessiond(srv.url, concurrency, turns))
+                bare_per = bare_wall / len(bare) * (1 if concurrency == 1 else 1)
+                ours_per = ours_wall / len(ours)
+                params = {"concurrency": concurrency, "turns": len(ours),
+                          "bare_p50_ms": percentile(bare, 50) * 1000,
+                          "sessiond_p50_ms": percentile(ours, 50) * 1000}
+                if concurrency == 1:
+                    overhead = (percentile(ours, 50) - percentile(bare, 50)) * 1000
+                    results.add(Figure("engine", "turn via sessiond, c=1, p50",
+                                       percentile(ours, 50) * 1000, "ms", params=params,
+                                       baseline=percentile(bare, 50) * 1000,
+                                       baseline_name="bare SDK loop"))
+                    results.add(Figure("engine", "overhead per turn, c=1 (p50 difference)",
+                                       overhead, "ms", params=params, target="≤ 2 ms",
+                                       met=overhead <= 2))
+                else:
+                    results.add(Figure("engine", f"wall time per turn, c={concurrency}",
+                                       ours_per * 1000, "ms", params=params,
+                                       baseline=bare_per * 1000, baseline_name="bare SDK loop",
+                                       target="≤ 1.3× bare", met=ours_per <= 1.3 * bare_per))
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
