@@ -28,8 +28,9 @@ def main() -> None:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(ALL)},peers")
     parser.add_argument("--peers", action="store_true", help="also run the peer comparisons")
     parser.add_argument("--json-out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
-    parser.add_argument("--update-readme", action="store_true",
-                        help="rewrite the results table in README.md")
+    parser.add_argument(
+        "--update-readme", action="store_true", help="rewrite the results table in README.md"
+    )
     args = parser.parse_args()
     chosen = args.only.split(",") if args.only else [*ALL, *(["peers"] if args.peers else [])]
     results = Results()

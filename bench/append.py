@@ -19,7 +19,7 @@ from sessiond.store.protocol import NewEvent, Record
 from sessiond.store.sqlite import SQLiteStore
 from sessiond.store.sqlite_schema import migrate
 
-BODY = (b'{"type":"user.message","content":[{"type":"text","text":"' + b"x" * 330 + b'"}]}')
+BODY = b'{"type":"user.message","content":[{"type":"text","text":"' + b"x" * 330 + b'"}]}'
 assert 380 <= len(BODY) <= 420
 
 
@@ -61,7 +61,11 @@ async def _store_run(
     for _ in range(sessions):
         now = now_ts()
         record = Record(
-            kind="bench", id=new_id("sesn"), workspace_id="ws", data=b"{}", created_at=now,
+            kind="bench",
+            id=new_id("sesn"),
+            workspace_id="ws",
+            data=b"{}",
+            created_at=now,
             updated_at=now,
         )
         await store.create_stream(record)
@@ -97,9 +101,15 @@ def run(results: Results, *, quick: bool) -> None:
         ceilings = {}
         for batch in (100, 1000):
             ceilings[batch] = _ceiling(Path(tmp) / f"raw{batch}.db", total, batch, synchronous)
-            results.add(Figure("append", f"raw sqlite3 executemany, batch {batch}",
-                               ceilings[batch], "events/s",
-                               params={"events": total, "synchronous": synchronous}))
+            results.add(
+                Figure(
+                    "append",
+                    f"raw sqlite3 executemany, batch {batch}",
+                    ceilings[batch],
+                    "events/s",
+                    params={"events": total, "synchronous": synchronous},
+                )
+            )
         ceiling = max(ceilings.values())
         rate_1000 = 0.0
         for sessions in (1, 100, 1000):
@@ -107,24 +117,43 @@ def run(results: Results, *, quick: bool) -> None:
             rate, lat = anyio.run(_store_run, Path(tmp) / f"store{sessions}.db", sessions, per)
             ms = [x * 1000 for x in lat]
             target = "≥ 0.5 × ceiling" if sessions == 1000 else None
-            results.add(Figure("append", f"store.append, {sessions} concurrent sessions", rate,
-                               "events/s", params={"sessions": sessions, "per_session": per,
-                                                   "synchronous": synchronous},
-                               baseline=ceiling, baseline_name="raw sqlite3 best batch",
-                               target=target,
-                               met=(rate / ceiling >= 0.5) if target else None))
-            results.add(Figure("append", f"append latency p50, {sessions} sessions",
-                               percentile(ms, 50), "ms"))
-            results.add(Figure("append", f"append latency p99, {sessions} sessions",
-                               percentile(ms, 99), "ms"))
+            results.add(
+                Figure(
+                    "append",
+                    f"store.append, {sessions} concurrent sessions",
+                    rate,
+                    "events/s",
+                    params={"sessions": sessions, "per_session": per, "synchronous": synchronous},
+                    baseline=ceiling,
+                    baseline_name="raw sqlite3 best batch",
+                    target=target,
+                    met=(rate / ceiling >= 0.5) if target else None,
+                )
+            )
+            results.add(
+                Figure(
+                    "append", f"append latency p50, {sessions} sessions", percentile(ms, 50), "ms"
+                )
+            )
+            results.add(
+                Figure(
+                    "append", f"append latency p99, {sessions} sessions", percentile(ms, 99), "ms"
+                )
+            )
             if sessions == 1000:
                 rate_1000 = rate
         half = rate_1000 / 2
         per = 20 if quick else 60
-        achieved, lat = anyio.run(
-            lambda: _store_run(Path(tmp) / "half.db", 1000, per, rate=half)
-        )
+        achieved, lat = anyio.run(lambda: _store_run(Path(tmp) / "half.db", 1000, per, rate=half))
         p99 = percentile([x * 1000 for x in lat], 99)
-        results.add(Figure("append", "append latency p99 at half the 1,000-session rate", p99,
-                           "ms", params={"offered_rate": round(half), "achieved": round(achieved)},
-                           target="≤ 10 ms", met=p99 <= 10))
+        results.add(
+            Figure(
+                "append",
+                "append latency p99 at half the 1,000-session rate",
+                p99,
+                "ms",
+                params={"offered_rate": round(half), "achieved": round(achieved)},
+                target="≤ 10 ms",
+                met=p99 <= 10,
+            )
+        )

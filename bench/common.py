@@ -37,7 +37,9 @@ class Figure:
     def line(self) -> str:
         text = f"  {self.name:<52} {self.value:>12,.2f} {self.unit}"
         if self.baseline is not None:
-            text += f"   baseline {self.baseline:,.2f} ({self.baseline_name}), ratio {self.ratio:.3f}"
+            text += (
+                f"   baseline {self.baseline:,.2f} ({self.baseline_name}), ratio {self.ratio:.3f}"
+            )
         if self.target:
             mark = {True: "MET", False: "MISSED", None: "n/a"}[self.met]
             text += f"   target {self.target}: {mark}"

@@ -23,19 +23,23 @@ BASH = {"name": "bash", "description": "run", "input_schema": {"type": "object"}
 async def _bare_turn(client: anthropic.AsyncAnthropic) -> float:
     started = time.perf_counter()
     messages: list = [{"role": "user", "content": "go"}]
-    async with client.messages.stream(model=MODEL, max_tokens=100, messages=messages,
-                                      tools=[BASH]) as stream:
+    async with client.messages.stream(
+        model=MODEL, max_tokens=100, messages=messages, tools=[BASH]
+    ) as stream:
         first = await stream.get_final_message()
     call = next(b for b in first.content if b.type == "tool_use")
     proc = await asyncio.create_subprocess_exec("bash", "-c", call.input["command"])
     await proc.wait()
     messages += [
         {"role": "assistant", "content": [b.model_dump() for b in first.content]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
-                                      "content": "ok"}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "ok"}],
+        },
     ]
-    async with client.messages.stream(model=MODEL, max_tokens=100, messages=messages,
-                                      tools=[BASH]) as stream:
+    async with client.messages.stream(
+        model=MODEL, max_tokens=100, messages=messages, tools=[BASH]
+    ) as stream:
         await stream.get_final_message()
     return time.perf_counter() - started
 
@@ -71,14 +75,19 @@ async def _sessiond_turn(http: httpx.AsyncClient, session_id: str) -> float:
 
 async def _sessiond(url: str, concurrency: int, turns: int) -> tuple[list[float], float]:
     limits = httpx.Limits(max_connections=4 * concurrency + 10)
-    async with httpx.AsyncClient(base_url=url, headers={"x-api-key": ADMIN_KEY}, timeout=60,
-                                 limits=limits) as http:
-        agent = (await http.post("/v1/agents", json={"name": "b", "model": MODEL,
-                                                     "tools": TOOLS})).json()
+    async with httpx.AsyncClient(
+        base_url=url, headers={"x-api-key": ADMIN_KEY}, timeout=60, limits=limits
+    ) as http:
+        agent = (
+            await http.post("/v1/agents", json={"name": "b", "model": MODEL, "tools": TOOLS})
+        ).json()
         env = (await http.post("/v1/environments", json={"name": "b"})).json()
         sessions = [
-            (await http.post("/v1/sessions", json={"agent": agent["id"],
-                                                   "environment_id": env["id"]})).json()["id"]
+            (
+                await http.post(
+                    "/v1/sessions", json={"agent": agent["id"], "environment_id": env["id"]}
+                )
+            ).json()["id"]
             for _ in range(concurrency)
         ]
         await _sessiond_turn(http, sessions[0])  # warm up
@@ -104,33 +113,76 @@ def run(results: Results, *, quick: bool) -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
-        provider = [{"name": "fake", "kind": "anthropic", "models": ["claude-*"],
-                     "base_url": fake_url}]
+        provider = [
+            {"name": "fake", "kind": "anthropic", "models": ["claude-*"], "base_url": fake_url}
+        ]
         levels = ((1, 20 if quick else 100), (100, 2 if quick else 5))
         with tempfile.TemporaryDirectory() as tmp, Server(Path(tmp), providers=provider) as srv:
             for concurrency, turns in levels:
                 asyncio.run(_bare(fake_url, 1, 3))  # warm up
                 bare, bare_wall = asyncio.run(_bare(fake_url, concurrency, turns))
-                ours, ours_wall = asyncio.run(_sessiond(srv.url, concurrency, turns))
+                try:
+                    ours, ours_wall = asyncio.run(
+                        asyncio.wait_for(_sessiond(srv.url, concurrency, turns), 120)
+                    )
+                except (TimeoutError, RuntimeError) as exc:
+                    results.add(
+                        Figure(
+                            "engine",
+                            f"turns at c={concurrency}",
+                            float("nan"),
+                            "ms",
+                            params={"concurrency": concurrency},
+                            note=f"failed: {type(exc).__name__}: {exc}"[:200],
+                        )
+                    )
+                    continue
                 bare_per = bare_wall / len(bare) * (1 if concurrency == 1 else 1)
                 ours_per = ours_wall / len(ours)
-                params = {"concurrency": concurrency, "turns": len(ours),
-                          "bare_p50_ms": percentile(bare, 50) * 1000,
-                          "sessiond_p50_ms": percentile(ours, 50) * 1000}
+                params = {
+                    "concurrency": concurrency,
+                    "turns": len(ours),
+                    "bare_p50_ms": percentile(bare, 50) * 1000,
+                    "sessiond_p50_ms": percentile(ours, 50) * 1000,
+                }
                 if concurrency == 1:
                     overhead = (percentile(ours, 50) - percentile(bare, 50)) * 1000
-                    results.add(Figure("engine", "turn via sessiond, c=1, p50",
-                                       percentile(ours, 50) * 1000, "ms", params=params,
-                                       baseline=percentile(bare, 50) * 1000,
-                                       baseline_name="bare SDK loop"))
-                    results.add(Figure("engine", "overhead per turn, c=1 (p50 difference)",
-                                       overhead, "ms", params=params, target="≤ 2 ms",
-                                       met=overhead <= 2))
+                    results.add(
+                        Figure(
+                            "engine",
+                            "turn via sessiond, c=1, p50",
+                            percentile(ours, 50) * 1000,
+                            "ms",
+                            params=params,
+                            baseline=percentile(bare, 50) * 1000,
+                            baseline_name="bare SDK loop",
+                        )
+                    )
+                    results.add(
+                        Figure(
+                            "engine",
+                            "overhead per turn, c=1 (p50 difference)",
+                            overhead,
+                            "ms",
+                            params=params,
+                            target="≤ 2 ms",
+                            met=overhead <= 2,
+                        )
+                    )
                 else:
-                    results.add(Figure("engine", f"wall time per turn, c={concurrency}",
-                                       ours_per * 1000, "ms", params=params,
-                                       baseline=bare_per * 1000, baseline_name="bare SDK loop",
-                                       target="≤ 1.3× bare", met=ours_per <= 1.3 * bare_per))
+                    results.add(
+                        Figure(
+                            "engine",
+                            f"wall time per turn, c={concurrency}",
+                            ours_per * 1000,
+                            "ms",
+                            params=params,
+                            baseline=bare_per * 1000,
+                            baseline_name="bare SDK loop",
+                            target="≤ 1.3× bare",
+                            met=ours_per <= 1.3 * bare_per,
+                        )
+                    )
     finally:
         fake.terminate()
         fake.wait(timeout=10)

@@ -22,7 +22,9 @@ def table(results: Results) -> str:
         target = ""
         if f.target:
             target = f"{f.target} {'✅' if f.met else '❌' if f.met is False else ''}"
-        lines.append(f"| {f.bench} | {f.name} | {f.value:,.2f} {f.unit} | {base} | {ratio} | {target} |")
+        lines.append(
+            f"| {f.bench} | {f.name} | {f.value:,.2f} {f.unit} | {base} | {ratio} | {target} |"
+        )
     return "\n".join(lines)
 
 

@@ -20,10 +20,29 @@ RATE = 100.0  # appends per second, over all streams
 
 def _load(url: str, mode: str, streams: list[str], clients: int, seconds: float) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.sse_load", "--url", url, "--mode", mode,
-         "--streams", ",".join(streams), "--key", ADMIN_KEY, "--clients", str(clients),
-         "--rate", str(RATE), "--seconds", str(seconds)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bench.sse_load",
+            "--url",
+            url,
+            "--mode",
+            mode,
+            "--streams",
+            ",".join(streams),
+            "--key",
+            ADMIN_KEY,
+            "--clients",
+            str(clients),
+            "--rate",
+            str(RATE),
+            "--seconds",
+            str(seconds),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
@@ -34,8 +53,9 @@ class BareServer:
     def __enter__(self) -> BareServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.bare_sse", str(self.port)],
-                                     cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_sse", str(self.port)], cwd=ROOT
+        )
         for _ in range(300):
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
@@ -55,8 +75,9 @@ def run(results: Results, *, quick: bool) -> None:
     bare: dict[int, dict] = {}
     with BareServer() as server:
         for clients in counts:
-            bare[clients] = _load(server.url, "bare", [f"s{i}" for i in range(STREAMS)], clients,
-                                  seconds)
+            bare[clients] = _load(
+                server.url, "bare", [f"s{i}" for i in range(STREAMS)], clients, seconds
+            )
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp))
         server._env["SESSIOND_RUN_ENGINE"] = "0"  # the log alone: nothing answers the messages
@@ -65,18 +86,49 @@ def run(results: Results, *, quick: bool) -> None:
             for clients in counts:
                 got = _load(server.url, "sessiond", streams, clients, seconds)
                 base = bare[clients]
-                params = {"clients": clients, "streams": STREAMS, "append_rate": RATE,
-                          "seconds": seconds, "sent": got["sent"], "received": got["received"],
-                          "expected": got["expected"]}
-                results.add(Figure("sse", f"delivered, {clients} clients", got["delivered_per_s"],
-                                   "events/s", params=params, baseline=base["delivered_per_s"],
-                                   baseline_name="bare sse-starlette",
-                                   target="≥ 0.5 × bare" if clients == 1000 else None,
-                                   met=(got["delivered_per_s"] >= 0.5 * base["delivered_per_s"])
-                                   if clients == 1000 else None))
-                results.add(Figure("sse", f"append→receipt p50, {clients} clients", got["p50_ms"],
-                                   "ms", baseline=base["p50_ms"], baseline_name="bare"))
-                results.add(Figure("sse", f"append→receipt p99, {clients} clients", got["p99_ms"],
-                                   "ms", baseline=base["p99_ms"], baseline_name="bare",
-                                   target="≤ 50 ms" if clients == 1000 else None,
-                                   met=got["p99_ms"] <= 50 if clients == 1000 else None))
+                params = {
+                    "clients": clients,
+                    "streams": STREAMS,
+                    "append_rate": RATE,
+                    "seconds": seconds,
+                    "sent": got["sent"],
+                    "received": got["received"],
+                    "expected": got["expected"],
+                }
+                results.add(
+                    Figure(
+                        "sse",
+                        f"delivered, {clients} clients",
+                        got["delivered_per_s"],
+                        "events/s",
+                        params=params,
+                        baseline=base["delivered_per_s"],
+                        baseline_name="bare sse-starlette",
+                        target="≥ 0.5 × bare" if clients == 1000 else None,
+                        met=(got["delivered_per_s"] >= 0.5 * base["delivered_per_s"])
+                        if clients == 1000
+                        else None,
+                    )
+                )
+                results.add(
+                    Figure(
+                        "sse",
+                        f"append→receipt p50, {clients} clients",
+                        got["p50_ms"],
+                        "ms",
+                        baseline=base["p50_ms"],
+                        baseline_name="bare",
+                    )
+                )
+                results.add(
+                    Figure(
+                        "sse",
+                        f"append→receipt p99, {clients} clients",
+                        got["p99_ms"],
+                        "ms",
+                        baseline=base["p99_ms"],
+                        baseline_name="bare",
+                        target="≤ 50 ms" if clients == 1000 else None,
+                        met=got["p99_ms"] <= 50 if clients == 1000 else None,
+                    )
+                )

@@ -18,8 +18,9 @@ import httpx
 MARK = re.compile(rb"T=(\d+\.\d+);")
 
 
-async def client(host: str, port: int, path: str, key: str, stats: dict, ready: asyncio.Event,
-                 total: int) -> None:
+async def client(
+    host: str, port: int, path: str, key: str, stats: dict, ready: asyncio.Event, total: int
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nx-api-key: {key}\r\n"
@@ -50,8 +51,9 @@ async def client(host: str, port: int, path: str, key: str, stats: dict, ready: 
         writer.close()
 
 
-async def appender(url: str, mode: str, streams: list[str], key: str, rate: float,
-                   seconds: float) -> int:
+async def appender(
+    url: str, mode: str, streams: list[str], key: str, rate: float, seconds: float
+) -> int:
     sent = 0
     interval = 1.0 / rate
     async with httpx.AsyncClient(base_url=url, headers={"x-api-key": key}, timeout=30) as http:
@@ -61,11 +63,19 @@ async def appender(url: str, mode: str, streams: list[str], key: str, rate: floa
             stream = streams[sent % len(streams)]
             text = f"T={time.time():.6f}; " + "p" * 300
             if mode == "sessiond":
-                body = {"events": [{"type": "user.message", "content": [{"type": "text", "text": text}]}]}
+                body = {
+                    "events": [
+                        {"type": "user.message", "content": [{"type": "text", "text": text}]}
+                    ]
+                }
                 response = await http.post(f"/v1/sessions/{stream}/events", json=body)
             else:
-                response = await http.post(f"/publish/{stream}", content=json.dumps(
-                    {"type": "user.message", "content": [{"type": "text", "text": text}]}))
+                response = await http.post(
+                    f"/publish/{stream}",
+                    content=json.dumps(
+                        {"type": "user.message", "content": [{"type": "text", "text": text}]}
+                    ),
+                )
             response.raise_for_status()
             sent += 1
             next_at += interval
@@ -82,8 +92,11 @@ async def main(args: argparse.Namespace) -> None:
     tasks = []
     for index in range(args.clients):
         path = template.format(streams[index % len(streams)])
-        tasks.append(asyncio.create_task(
-            client(parsed.hostname, parsed.port, path, args.key, stats, ready, args.clients)))
+        tasks.append(
+            asyncio.create_task(
+                client(parsed.hostname, parsed.port, path, args.key, stats, ready, args.clients)
+            )
+        )
         if index % 50 == 49:
             await asyncio.sleep(0.01)
     await asyncio.wait_for(ready.wait(), timeout=60)
@@ -101,10 +114,19 @@ async def main(args: argparse.Namespace) -> None:
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(len(lat) * q / 100))] * 1000 if lat else float("nan")
 
-    print(json.dumps({
-        "sent": sent, "received": received, "expected": expected,
-        "delivered_per_s": received / elapsed, "p50_ms": pct(50), "p99_ms": pct(99),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "sent": sent,
+                "received": received,
+                "expected": expected,
+                "delivered_per_s": received / elapsed,
+                "p50_ms": pct(50),
+                "p99_ms": pct(99),
+            }
+        ),
+        flush=True,
+    )
     for task in tasks:
         task.cancel()
 
