@@ -113,3 +113,33 @@ def toolset_agent(client: anthropic.Anthropic, **overrides: object) -> Any:
 def wire_events(client: anthropic.Anthropic, session_id: str) -> list[dict[str, Any]]:
     """The session's whole log as wire dicts, in order."""
     return [e.to_dict() for e in client.beta.sessions.events.list(session_id, limit=1000)]
+
+
+def shape(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events with ids replaced by their position and timestamps dropped, so two logs
+    compare structurally (written here, not imported from evals, so the tests check it)."""
+    position = {e["id"]: f"#{i}" for i, e in enumerate(events)}
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return position.get(value, value)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items() if k not in ("id", "processed_at")}
+        return value
+
+    return [walk(e) for e in events]
+
+
+def wait_run(h: httpx.Client, run_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    """Poll an eval run until it leaves `running`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = h.get(f"/v1/evals/{run_id}").json()
+        if run["status"] != "running":
+            return run  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"eval run {run_id} did not finish")

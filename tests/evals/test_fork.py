@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import anthropic
 from engine_harness import collect_until_idle
-from eval_harness import http, toolset_agent, wire_events
+from eval_harness import http, shape, toolset_agent, wire_events
 from harness import RunningServer, user_message
 
 _VOLATILE = ("id", "processed_at")
-
-
-def _shape(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events with ids replaced by their position, so two logs compare structurally."""
-    position = {e["id"]: f"#{i}" for i, e in enumerate(events)}
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return position.get(value, value)
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items() if k not in _VOLATILE}
-        return value
-
-    return [walk(e) for e in events]
 
 
 def _recorded(client: anthropic.Anthropic) -> str:
@@ -77,13 +60,13 @@ def test_fork_copies_the_prefix_and_leaves_the_original_alone(
             }
             _wait_idle(client, fork["id"])
             forked = wire_events(client, fork["id"])
-            assert _shape(forked[: cut + 1]) == _shape(before[: cut + 1]), label
+            assert shape(forked[: cut + 1]) == shape(before[: cut + 1]), label
             assert not {e["id"] for e in forked} & {e["id"] for e in before}
             if label == "tool result":
                 # Cut mid-turn: the fork finishes the turn live, as the original did.
                 assert (
-                    _shape(forked)[-3:]
-                    == _shape(before)[cuts["first idle"] - 2 : cuts["first idle"] + 1]
+                    shape(forked)[-3:]
+                    == shape(before)[cuts["first idle"] - 2 : cuts["first idle"] + 1]
                 )
             else:
                 assert len(forked) == cut + 1

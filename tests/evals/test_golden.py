@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
-from eval_harness import http, wire_events
+from eval_harness import http, shape, wait_run, wire_events
 from fakes.scripts import Script
 from harness import RunningServer
 
@@ -23,22 +22,6 @@ _VOLATILE = ("id", "processed_at")
 
 def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
-
-
-def _shape(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events with ids replaced by their position and timestamps dropped."""
-    position = {e["id"]: f"#{i}" for i, e in enumerate(events)}
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return position.get(value, value)
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items() if k not in _VOLATILE}
-        return value
-
-    return [walk(e) for e in events]
 
 
 def test_there_are_golden_logs() -> None:
@@ -74,16 +57,6 @@ async def test_replay_reports_a_tampered_log_as_a_determinism_error() -> None:
     assert any(m.startswith("usage.output_tokens: recorded") for m in result.mismatches)
 
 
-def _wait_run(h: Any, run_id: str, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = h.get(f"/v1/evals/{run_id}").json()
-        if run["status"] != "running":
-            return run  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"eval run {run_id} did not finish")
-
-
 def test_cassette_rerun_reproduces_each_golden_log(
     server: RunningServer,
     client: anthropic.Anthropic,
@@ -113,11 +86,11 @@ def test_cassette_rerun_reproduces_each_golden_log(
             },
         )
         assert started.status_code == 200, started.text
-        run = _wait_run(h, started.json()["id"])
+        run = wait_run(h, started.json()["id"])
     assert run["status"] == "completed"
     assert run["counts"]["passed"] == len(GOLDEN), run["results"]
     assert len(script.requests) == calls_before, "a cassette re-run must not call the model"
     for result in run["results"]:
         golden = _load(next(p for p in GOLDEN if p.stem == imported[result["case_id"]]))
         rerun = wire_events(client, result["session_id"])
-        assert _shape(rerun) == _shape(golden["events"]), imported[result["case_id"]]
+        assert shape(rerun) == shape(golden["events"]), imported[result["case_id"]]

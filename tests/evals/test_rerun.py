@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anthropic
 from engine_harness import collect_until_idle
-from eval_harness import http, toolset_agent
+from eval_harness import http, toolset_agent, wait_run
 from harness import RunningServer, user_message
 
 # Passes for exactly these final answers; the new version shouts, which fixes "bye" and
 # breaks "hello", leaves "calc" passing and "nothing" failing.
 SCORER = {"type": "regex", "pattern": "^(echo: hello|ECHO: BYE|tool said: 5)$"}
-
-
-def _wait_run(h: Any, run_id: str, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = h.get(f"/v1/evals/{run_id}").json()
-        if run["status"] != "running":
-            return run  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"eval run {run_id} did not finish")
 
 
 def _record(client: anthropic.Anthropic) -> tuple[Any, dict[str, str]]:
@@ -53,7 +42,7 @@ def test_rerun_on_a_new_version_flips_exactly_the_expected_cases(
             },
         )
         assert started.status_code == 200, started.text
-        run = _wait_run(h, started.json()["id"])
+        run = wait_run(h, started.json()["id"])
         assert run["status"] == "completed"
         assert sorted(run["case_ids"]) == sorted(recorded.values())
         assert run["counts"] == {
@@ -102,7 +91,7 @@ def test_cassette_rerun_on_a_changed_prompt_is_a_clear_cassette_miss(
             },
         )
         assert started.status_code == 200, started.text
-        run = _wait_run(h, started.json()["id"])
+        run = wait_run(h, started.json()["id"])
     by_version = {r["agent_version"]: r for r in run["results"]}
     assert by_version[1]["status"] == "passed"
     miss = by_version[v2.version]
