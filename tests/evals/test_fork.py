@@ -9,7 +9,6 @@ from engine_harness import collect_until_idle
 from eval_harness import http, shape, toolset_agent, wire_events
 from harness import RunningServer, user_message
 
-_VOLATILE = ("id", "processed_at")
 
 
 def _recorded(client: anthropic.Anthropic) -> str:

@@ -17,7 +17,6 @@ from sessiond.evals.replay import Exported, replay_exported
 from sessiond.evals.scorers import decode_scorers
 
 GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.json"))
-_VOLATILE = ("id", "processed_at")
 
 
 def _load(path: Path) -> dict[str, Any]:
