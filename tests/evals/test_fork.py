@@ -10,7 +10,6 @@ from eval_harness import http, shape, toolset_agent, wire_events
 from harness import RunningServer, user_message
 
 
-
 def _recorded(client: anthropic.Anthropic) -> str:
     agent = toolset_agent(client)
     env = client.beta.environments.create(name="env")
