@@ -7,6 +7,7 @@ failure before it is running reaches the caller. Each keeps a CancelScope that a
 A wake that arrives while a session's drive is running is remembered and makes the drive
 plan again before it ends, so input sent mid-turn is taken up by the next turn. Between
 the drive's last check and its removal there is no await, so no wake can fall between.
+Two wakes at once start one drive: the session is marked active before the first awaits.
 
 On start, sessions the log says were running (a crash left them so) are marked
 `session.status_rescheduled` and driven on from their log.
@@ -71,10 +72,14 @@ class Supervisor:
             return
         if self._tg is None:
             raise RuntimeError("the supervisor is not running")
-        await self._tg.start(self._drive, session_id)
+        self._active.add(session_id)
+        try:
+            await self._tg.start(self._drive, session_id)
+        except BaseException:
+            self._active.discard(session_id)
+            raise
 
     async def _drive(self, session_id: str, *, task_status: TaskStatus[None]) -> None:
-        self._active.add(session_id)
         task_status.started()
         try:
             while True:
@@ -88,7 +93,10 @@ class Supervisor:
                     # group above it and lands nowhere near here.
                     with anyio.move_on_after(CLOSE_DEADLINE_S, shield=True):
                         await self._engine.close_interrupted(session_id)
-                if session_id not in self._again and not await self._pending(session_id):
+                # Read the log first, then look at `_again`: a wake that lands during the
+                # read must still be seen (checked the other way round, it was lost).
+                pending = await self._pending(session_id)
+                if not pending and session_id not in self._again:
                     break
         finally:
             self._scopes.pop(session_id, None)

@@ -409,14 +409,16 @@ class SQLiteStore:
         return self._readers[next(self._next_reader) % len(self._readers)]
 
     async def _fetchall(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        # Shielded: a read cancelled between its execute and its cursor's close (a client
-        # hanging up mid-read) left the statement open, and with it a read transaction, so
-        # every later read on that connection saw an old snapshot: the engine then missed
-        # new input and sessions hung (found by bench/engine_turn.py at 50 sessions).
+        # One call on the reader's thread runs the statement to its end, so no two reads
+        # interleave on a connection. When execute and fetch were separate steps, another
+        # read could start while a statement was mid-way; the connection's read
+        # transaction (its snapshot) stayed open as long as any statement was, so a read
+        # that began after an append returned could miss it: the engine then left the
+        # input unanswered (found by bench/engine_turn.py at 50 sessions). Shielded, so a
+        # cancelled caller never leaves a statement open either.
         try:
             with anyio.CancelScope(shield=True):
-                async with self._reader().execute(sql, params) as cursor:
-                    return list(await cursor.fetchall())
+                return list(await self._reader().execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 

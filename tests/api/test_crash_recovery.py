@@ -82,7 +82,9 @@ def _client(url: str) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=url, api_key=KEY, max_retries=0)
 
 
-def _start_turn_and_kill_at(server: ServerProcess, kill_at: str, tools: list[Any]) -> str:
+def _start_turn_and_kill_at(
+    server: ServerProcess, kill_at: str, tools: list[Any], script: Script
+) -> str:
     with _client(server.url) as sdk:
         agent = sdk.beta.agents.create(name="crash", model="claude-sonnet-5-5", tools=tools)
         env = sdk.beta.environments.create(name="e")
@@ -94,11 +96,21 @@ def _start_turn_and_kill_at(server: ServerProcess, kill_at: str, tools: list[Any
             )
             for event in stream:
                 if event.type == kill_at:
+                    if kill_at == "span.model_request_start":
+                        _wait_for_request(script)  # kill mid-answer, not before the ask
                     server.kill9()
                     break
             else:
                 raise AssertionError(f"never saw {kill_at}")
     return session_id
+
+
+def _wait_for_request(script: Script) -> None:
+    deadline = time.monotonic() + 5
+    while not script.requests:
+        if time.monotonic() > deadline:
+            raise AssertionError("the model was never asked")
+        time.sleep(0.01)  # the fake runs in a thread; its request list is polled
 
 
 def _wait_idle(url: str, session_id: str) -> list[Any]:
@@ -145,7 +157,7 @@ def test_kill_9_mid_turn_then_restart_finishes_the_turn(
     script.push(first, Reply(text="recovered"))
     server = ServerProcess(tmp_path, fake_server.base_url)
     try:
-        session_id = _start_turn_and_kill_at(server, kill_at, tools)
+        session_id = _start_turn_and_kill_at(server, kill_at, tools, script)
         before = _stored_log(tmp_path, session_id)
         restarted = ServerProcess(tmp_path, fake_server.base_url)
         try:

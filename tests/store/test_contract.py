@@ -345,3 +345,41 @@ async def test_watchers_do_not_leak(tmp_path: Path) -> None:
         assert store.watched_streams() == 0
     finally:
         await store.close()
+
+
+async def test_a_read_started_after_an_append_returned_sees_it_under_concurrent_reads(
+    store: Store,
+) -> None:
+    """Read-your-writes while other reads are in flight on the same connections.
+
+    A pooled reader that ran a statement's execute and its fetches as separate steps let
+    reads interleave on one connection; a statement left mid-way kept the connection's
+    read transaction (its snapshot) open, so a later read missed a committed append and
+    the engine left the input unanswered (found by bench/engine_turn.py at 50 sessions).
+    """
+    await store.create_stream(session_record("big"), events(300))
+    sessions = [f"s{i}" for i in range(20)]
+    for session_id in sessions:
+        await store.create_stream(session_record(session_id))
+    missed: list[tuple[str, int, int]] = []
+    done = anyio.Event()
+
+    async def background_reads() -> None:
+        while not done.is_set():
+            await store.read("big")
+
+    async def append_then_read(session_id: str) -> None:
+        for _ in range(15):
+            result = await store.append(session_id, events(1), expected_seq=None)
+            seen = len(await store.read(session_id))
+            if seen < result.last_seq:
+                missed.append((session_id, result.last_seq, seen))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(background_reads)
+        async with anyio.create_task_group() as writers:
+            for session_id in sessions:
+                writers.start_soon(append_then_read, session_id)
+        done.set()
+    assert missed == []
