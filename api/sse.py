@@ -166,13 +166,22 @@ async def tail(
                     limit = _FIRST_BATCH
                     while not draining.is_set():
                         batch = await shared_read(store, session_id, cursor, limit)
+                        # A batch goes out as one write (one send syscall, not one per
+                        # event); a closing event ends it.
+                        frames: list[bytes] = []
+                        closed = False
                         for stored in batch:
-                            yield frame(stored, to_wire(stored))
+                            frames.append(frame(stored, to_wire(stored)))
                             cursor = stored.seq
                             if stored.type in _PREVIEWED_TYPES:
                                 finished.append(stored.id)
                             if stored.type in closing_types:
-                                return
+                                closed = True
+                                break
+                        if frames:
+                            yield b"".join(frames)
+                        if closed:
+                            return
                         if len(batch) == limit:
                             limit = _BATCH
                             continue

@@ -20,9 +20,11 @@ TOOLS = [{"type": "agent_toolset_20260401"}]
 BASH = {"name": "bash", "description": "run", "input_schema": {"type": "object"}}
 
 
-async def _bare_turn(client: anthropic.AsyncAnthropic) -> float:
+async def _bare_turn(client: anthropic.AsyncAnthropic, messages: list) -> float:
+    """One turn of a bare agent loop; `messages` carries the conversation across turns,
+    as a session's log does, so both sides send the same growing history."""
     started = time.perf_counter()
-    messages: list = [{"role": "user", "content": "go"}]
+    messages.append({"role": "user", "content": "go"})
     async with client.messages.stream(
         model=MODEL, max_tokens=100, messages=messages, tools=[BASH]
     ) as stream:
@@ -40,7 +42,8 @@ async def _bare_turn(client: anthropic.AsyncAnthropic) -> float:
     async with client.messages.stream(
         model=MODEL, max_tokens=100, messages=messages, tools=[BASH]
     ) as stream:
-        await stream.get_final_message()
+        final = await stream.get_final_message()
+    messages.append({"role": "assistant", "content": [b.model_dump() for b in final.content]})
     return time.perf_counter() - started
 
 
@@ -49,8 +52,9 @@ async def _bare(fake_url: str, concurrency: int, turns: int) -> tuple[list[float
         times: list[float] = []
 
         async def loop() -> None:
+            messages: list = []
             for _ in range(turns):
-                times.append(await _bare_turn(client))
+                times.append(await _bare_turn(client, messages))
 
         started = time.perf_counter()
         await asyncio.gather(*(loop() for _ in range(concurrency)))

@@ -13,6 +13,7 @@ too, but writes nothing: the log still says "running", so the next start resumes
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -48,11 +49,12 @@ from sessiond.runtime.usage import SpanModelUsage
 from sessiond.runtime.wire import decode_stored, encode_body, encode_preview
 from sessiond.store.clock import new_id
 from sessiond.store.errors import AppError
-from sessiond.store.protocol import NewEvent, Store
+from sessiond.store.protocol import EventQuery, NewEvent, Store
 
 log = logging.getLogger("sessiond.engine")
 
 MAX_STEPS_PER_DRIVE = 500
+CACHED_EVENTS = 200_000
 
 DeltaCallback = Callable[[pb.TextDelta], Awaitable[None]]
 FailureCallback = Callable[[AppError, int, bool, float], Awaitable[None]]
@@ -100,6 +102,42 @@ def _usage(usage: pb.Usage | None) -> SpanModelUsage:
     )
 
 
+class _DecodedLog:
+    """A session's log, decoded, as far as `last_seq`: the log is append-only with
+    contiguous seqs, so a read after `last_seq` brings it up to date."""
+
+    __slots__ = ("events", "last_seq")
+
+    def __init__(self) -> None:
+        self.events: list[ev.EventBase] = []
+        self.last_seq = 0
+
+
+class _LogCache:
+    """Decoded logs of recently driven sessions, least recently used out first, holding
+    at most `max_events` events in all (a turn starts without re-reading its history)."""
+
+    def __init__(self, max_events: int = CACHED_EVENTS) -> None:
+        self._logs: OrderedDict[str, _DecodedLog] = OrderedDict()
+        self._max_events = max_events
+        self._events = 0
+
+    def get(self, session_id: str) -> _DecodedLog:
+        log_ = self._logs.get(session_id)
+        if log_ is None:
+            log_ = self._logs[session_id] = _DecodedLog()
+        else:
+            self._logs.move_to_end(session_id)
+        return log_
+
+    def grew(self, n: int) -> None:
+        """`n` events were added to the most recently used log; evict to stay in bound."""
+        self._events += n
+        while self._events > self._max_events and len(self._logs) > 1:
+            _, evicted = self._logs.popitem(last=False)
+            self._events -= len(evicted.events)
+
+
 class Engine:
     """Drives sessions; one `drive` per session at a time (the Supervisor sees to that)."""
 
@@ -108,6 +146,7 @@ class Engine:
         self._models = models
         self._deltas = deltas
         self._workdir_root = workdir_root
+        self._logs = _LogCache()
 
     async def _append(self, session_id: str, events: Sequence[ev.EventBase]) -> None:
         new = [NewEvent(type=e.type, data=encode_body(e), id=e.id or None) for e in events]
@@ -115,6 +154,17 @@ class Engine:
 
     async def _log(self, session_id: str) -> list[ev.EventBase]:
         return [decode_stored(s) for s in await self._store.read(session_id)]
+
+    async def _current(self, session_id: str) -> list[ev.EventBase]:
+        """The whole log, read only from where the last step left off (a step costs a
+        read of what is new, not of the whole log)."""
+        cached = self._logs.get(session_id)
+        new = await self._store.read(session_id, EventQuery(after_seq=cached.last_seq))
+        if new:
+            cached.events.extend(decode_stored(s) for s in new)
+            cached.last_seq = new[-1].seq
+            self._logs.grew(len(new))
+        return cached.events
 
     async def drive(self, session_id: str) -> None:
         """Run steps until the session rests or waits on its client."""
@@ -124,13 +174,12 @@ class Engine:
         if doc.cassette_of is not None:
             models = await self._cassette(doc.cassette_of)
         for _ in range(MAX_STEPS_PER_DRIVE):
-            events = await self._log(session_id)
+            events = await self._current(session_id)
             step = plan(events)
             if isinstance(step, CallModel):
-                if _status(events) != "running":
-                    await self._append(session_id, [ev.SessionStatusRunning()])
-                    events = await self._log(session_id)
-                await self._call_model(session_id, tools, events, models)
+                # Going running and opening the span are one append (one commit).
+                running = [] if _status(events) == "running" else [ev.SessionStatusRunning()]
+                await self._call_model(session_id, tools, events, models, running)
             elif isinstance(step, RunTools):
                 for call in step.calls:
                     outcome = await run_tool(call.name, dict(call.input), self._workdir(session_id))
@@ -173,7 +222,7 @@ class Engine:
 
     async def has_work(self, session_id: str) -> bool:
         """Whether planning the log now gives a step the engine would take."""
-        step = plan(await self._log(session_id))
+        step = plan(await self._current(session_id))
         if isinstance(step, AwaitAction):
             return not step.already_announced
         return isinstance(step, CallModel | RunTools | DenyTools | EndTurn)
@@ -209,10 +258,11 @@ class Engine:
         tools: AgentTools,
         events: list[ev.EventBase],
         models: Models,
+        before_start: list[ev.EventBase],
     ) -> None:
-        start = ev.SpanModelRequestStart(id=new_id("sevt"))
-        await self._append(session_id, [start])
         request = build_request(tools, events)
+        start = ev.SpanModelRequestStart(id=new_id("sevt"))
+        await self._append(session_id, [*before_start, start])
         message_id = new_id("sevt")
         started = False
 
