@@ -46,12 +46,15 @@ def build_messages(events: Sequence[ev.EventBase]) -> list[pb.Message]:
     """The conversation so far, in provider-neutral form.
 
     Tool results must directly follow the calls they answer, so text a user sends while
-    calls are open is held back and placed after the results.
+    calls are open is held back and placed after the results. Text sent while a model
+    request is open was not part of it: it goes after that request's response.
     """
     messages: list[pb.Message] = []
     open_calls: list[str] = []
     results: list[pb.ToolResultBlock] = []
     held: list[pb.TextBlock] = []
+    during_request: list[pb.TextBlock] = []
+    request_open = False
 
     def flush(*, abandon: bool) -> None:
         if abandon:
@@ -69,11 +72,26 @@ def build_messages(events: Sequence[ev.EventBase]) -> list[pb.Message]:
         held.clear()
 
     def user_text(blocks: list[pb.TextBlock]) -> None:
+        if request_open:
+            during_request.extend(blocks)
+            return
         held.extend(blocks)
         flush(abandon=False)
 
+    def request_ended() -> None:
+        nonlocal request_open
+        request_open = False
+        if during_request:
+            user_text(list(during_request))
+            during_request.clear()
+
     for event in events:
-        if isinstance(event, ev.UserMessage):
+        if isinstance(event, ev.SpanModelRequestStart):
+            request_ended()  # one left open (the process died in it) ends here
+            request_open = True
+        elif isinstance(event, ev.SpanModelRequestEnd):
+            request_ended()
+        elif isinstance(event, ev.UserMessage):
             user_text(_text_of(event.content))
         elif isinstance(event, ev.SystemMessage):
             user_text([pb.TextBlock(text=f"[system] {b.text}") for b in _text_of(event.content)])
@@ -104,6 +122,7 @@ def build_messages(events: Sequence[ev.EventBase]) -> list[pb.Message]:
             flush(abandon=False)
         elif isinstance(event, ev.UserInterrupt):
             flush(abandon=True)
+    request_ended()
     flush(abandon=True)
     return messages
 

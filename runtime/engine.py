@@ -48,7 +48,7 @@ from sessiond.runtime.turns import (
 from sessiond.runtime.usage import SpanModelUsage
 from sessiond.runtime.wire import decode_stored, encode_body, encode_preview
 from sessiond.store.clock import new_id
-from sessiond.store.errors import AppError
+from sessiond.store.errors import AppError, ConflictError
 from sessiond.store.protocol import EventQuery, NewEvent, Store
 
 log = logging.getLogger("sessiond.engine")
@@ -106,11 +106,12 @@ class _DecodedLog:
     """A session's log, decoded, as far as `last_seq`: the log is append-only with
     contiguous seqs, so a read after `last_seq` brings it up to date."""
 
-    __slots__ = ("events", "last_seq")
+    __slots__ = ("events", "last_seq", "current")
 
     def __init__(self) -> None:
         self.events: list[ev.EventBase] = []
         self.last_seq = 0
+        self.current = False  # the engine's own append just brought it up to date
 
 
 class _LogCache:
@@ -148,9 +149,31 @@ class Engine:
         self._workdir_root = workdir_root
         self._logs = _LogCache()
 
-    async def _append(self, session_id: str, events: Sequence[ev.EventBase]) -> None:
+    async def _append(
+        self, session_id: str, events: Sequence[ev.EventBase], *, planned_at: int | None = None
+    ) -> bool:
+        """Append `events`. With `planned_at` (the last seq the step was planned from), only
+        if nothing else was appended since; False when something was (plan again).
+
+        An append that lands right after the cached log extends it, so the next step plans
+        without a read: what comes after it is input the supervisor wakes the engine for.
+        """
         new = [NewEvent(type=e.type, data=encode_body(e), id=e.id or None) for e in events]
-        await self._store.append(session_id, new, expected_seq=None, project=project_session)
+        try:
+            result = await self._store.append(
+                session_id, new, expected_seq=planned_at, project=project_session
+            )
+        except ConflictError as exc:
+            if planned_at is None or exc.code != "seq_conflict":
+                raise
+            return False
+        cached = self._logs.get(session_id)
+        if result.events and result.events[0].seq == cached.last_seq + 1:
+            cached.events.extend(decode_stored(s) for s in result.events)
+            cached.last_seq = result.last_seq
+            cached.current = True
+            self._logs.grew(len(result.events))
+        return True
 
     async def _log(self, session_id: str) -> list[ev.EventBase]:
         return [decode_stored(s) for s in await self._store.read(session_id)]
@@ -159,6 +182,9 @@ class Engine:
         """The whole log, read only from where the last step left off (a step costs a
         read of what is new, not of the whole log)."""
         cached = self._logs.get(session_id)
+        if cached.current:
+            cached.current = False
+            return cached.events
         new = await self._store.read(session_id, EventQuery(after_seq=cached.last_seq))
         if new:
             cached.events.extend(decode_stored(s) for s in new)
@@ -173,22 +199,27 @@ class Engine:
         models = self._models
         if doc.cassette_of is not None:
             models = await self._cassette(doc.cassette_of)
+        self._logs.get(session_id).current = False  # input may have come since: read it
         for _ in range(MAX_STEPS_PER_DRIVE):
             events = await self._current(session_id)
             step = plan(events)
             if isinstance(step, CallModel):
-                # Going running and opening the span are one append (one commit).
-                running = [] if _status(events) == "running" else [ev.SessionStatusRunning()]
-                await self._call_model(session_id, tools, events, models, running)
+                await self._call_model(session_id, tools, events, models, [])
             elif isinstance(step, RunTools):
-                for call in step.calls:
+                for i, call in enumerate(step.calls):
                     outcome = await run_tool(call.name, dict(call.input), self._workdir(session_id))
                     result = ev.AgentToolResult(
                         tool_use_id=call.id,
                         content=[TextBlock(text=outcome.text)],
                         is_error=outcome.is_error,
                     )
-                    await self._append(session_id, [result])
+                    last = i == len(step.calls) - 1
+                    if last and isinstance(plan([*events, result]), CallModel):
+                        # The last result and the model call it leads to: one commit.
+                        await self._call_model(session_id, tools, events, models, [result])
+                    else:
+                        await self._append(session_id, [result])
+                        events = await self._current(session_id)
             elif isinstance(step, DenyTools):
                 results = [
                     ev.AgentToolResult(
@@ -222,6 +253,7 @@ class Engine:
 
     async def has_work(self, session_id: str) -> bool:
         """Whether planning the log now gives a step the engine would take."""
+        self._logs.get(session_id).current = False
         step = plan(await self._current(session_id))
         if isinstance(step, AwaitAction):
             return not step.already_announced
@@ -260,9 +292,25 @@ class Engine:
         models: Models,
         before_start: list[ev.EventBase],
     ) -> None:
-        request = build_request(tools, events)
+        """One model request built from `events` plus `before_start` (events of this step
+        not yet appended), opened with one append that also holds `before_start` and, if
+        the session was not running, `session.status_running`.
+
+        The opening append is guarded by the seq the request was planned from: input that
+        landed meanwhile would sit before the span and count as seen without being sent.
+        Then only `before_start` goes in, and the engine plans again.
+        """
+        planned_at = self._logs.get(session_id).last_seq
+        seen = [*events, *before_start]
+        running = [] if _status(seen) == "running" else [ev.SessionStatusRunning()]
+        request = build_request(tools, seen)
         start = ev.SpanModelRequestStart(id=new_id("sevt"))
-        await self._append(session_id, [*before_start, start])
+        opening = [*before_start, *running, start]
+        if not await self._append(session_id, opening, planned_at=planned_at):
+            if before_start:
+                await self._append(session_id, before_start)
+            return
+        events = await self._current(session_id)
         message_id = new_id("sevt")
         started = False
 
@@ -327,6 +375,13 @@ class Engine:
         )
         if response.stop_reason == "refusal":
             out.append(ev.SessionStatusIdle(stop_reason=ev.Refusal()))
+        else:
+            # The turn ends here unless input came meanwhile: end it in the same commit.
+            cached = self._logs.get(session_id)
+            if isinstance(plan([*cached.events, *out]), EndTurn):
+                ended = [*out, ev.SessionStatusIdle(stop_reason=ev.EndTurn())]
+                if await self._append(session_id, ended, planned_at=cached.last_seq):
+                    return
         await self._append(session_id, out)
 
     def _workdir(self, session_id: str) -> Path:

@@ -202,6 +202,72 @@ def test_interrupt_during_a_slow_stream(sdk: anthropic.Anthropic, script: Script
     assert sdk.beta.sessions.retrieve(session_id).status == "idle"
 
 
+def test_input_sent_during_a_model_call_is_answered_in_the_same_turn(
+    sdk: anthropic.Anthropic, script: Script
+) -> None:
+    """The engine ends a turn in the same commit as the final answer only if nothing was
+    appended since it planned: a message that came during the call gets its own request
+    before the session goes idle, and the log never says idle with input unanswered."""
+    session_id = _session(sdk)
+    script.push(
+        Reply(text="first " * 20, chunks=20, chunk_delay_s=0.03), Reply(text="second answer")
+    )
+    sent: list[bool] = []
+
+    def follow_up_while_streaming(event: object) -> None:
+        if getattr(event, "type", "") == "span.model_request_start" and not sent:
+            sent.append(True)
+            sdk.beta.sessions.events.send(session_id, events=_user("and also this"))
+
+    events = collect_until_idle(
+        sdk, session_id, _user("start"), on_event=follow_up_while_streaming
+    )
+    assert types(events) == [
+        "user.message",
+        "session.status_running",
+        "span.model_request_start",
+        "user.message",
+        "agent.message",
+        "span.model_request_end",
+        "span.model_request_start",
+        "agent.message",
+        "span.model_request_end",
+        "session.status_idle",
+    ]
+    assert events[-1].stop_reason.type == "end_turn"
+    second = script.requests[1]["messages"]
+    assert second[-1]["content"][-1]["text"] == "and also this"
+    assert len(script.requests) == 2
+
+
+def test_a_tool_turn_takes_four_appends_after_the_input(
+    sdk: anthropic.Anthropic, script: Script
+) -> None:
+    """Going running with the span start, the last tool result with the next span start,
+    and the final answer with the idle are single appends (the log reads the same)."""
+    session_id = _session(sdk, tools=[{"type": "agent_toolset_20260401"}])
+    script.push(
+        Reply(tool_calls=[("bash", {"command": "echo hi"})]), Reply(text="it said hi")
+    )
+    events = collect_until_idle(sdk, session_id, _user("run it"))
+    assert types(events) == [
+        "user.message",
+        "session.status_running",
+        "span.model_request_start",
+        "agent.tool_use",
+        "span.model_request_end",
+        "agent.tool_result",
+        "span.model_request_start",
+        "agent.message",
+        "span.model_request_end",
+        "session.status_idle",
+    ]
+    # The events of one append share their processed_at; separate appends do not.
+    stamps = [e.processed_at for e in sdk.beta.sessions.events.list(session_id)]
+    assert len(stamps) == 10
+    assert len(set(stamps[1:])) == 4, stamps
+
+
 def test_retries_that_succeed_are_logged(sdk: anthropic.Anthropic, script: Script) -> None:
     session_id = _session(sdk)
     script.push(Fail(status=529), Fail(status=429, retry_after="0"), Reply(text="finally"))

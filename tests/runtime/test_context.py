@@ -42,3 +42,38 @@ def test_every_tool_call_is_answered_right_after_it(log: list) -> None:  # type:
         )
         if first_text is not None:
             assert first_text >= len(calls), "results come before any user text"
+
+
+def _text(message: pb.Message) -> list[str]:
+    return [b.text for b in message.content if isinstance(b, pb.TextBlock)]
+
+
+def test_text_sent_during_a_model_request_follows_its_response() -> None:
+    """The request did not contain it, so the next one must not show it before the reply
+    (a trailing assistant turn would read as a prefill)."""
+    from sessiond.runtime import events as ev
+    from sessiond.runtime.content import TextBlock
+    from sessiond.runtime.usage import SpanModelUsage
+
+    usage = SpanModelUsage(
+        input_tokens=1, output_tokens=1, cache_creation_input_tokens=0, cache_read_input_tokens=0
+    )
+    start = ev.SpanModelRequestStart(id="sevt_start")
+    log = [
+        ev.UserMessage(id="sevt_1", content=[TextBlock(text="start")]),
+        ev.SessionStatusRunning(id="sevt_2"),
+        start,
+        ev.UserMessage(id="sevt_3", content=[TextBlock(text="and also this")]),
+        ev.AgentMessage(id="sevt_4", content=[TextBlock(text="first answer")]),
+        ev.SpanModelRequestEnd(id="sevt_5", model_request_start_id=start.id, model_usage=usage),
+    ]
+    messages = build_messages(log)
+    assert [(m.role, _text(m)) for m in messages] == [
+        ("user", ["start"]),
+        ("assistant", ["first answer"]),
+        ("user", ["and also this"]),
+    ]
+    # A request the process died in (never ended) holds nothing back for good.
+    assert [(m.role, _text(m)) for m in build_messages(log[:4])] == [
+        ("user", ["start", "and also this"]),
+    ]
