@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import threading
+from base64 import b32encode
 import time
 from datetime import UTC, datetime
 
 _B32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _B32.encode())
 _lock = threading.Lock()
 _last_ms = 0
 _last_rand = 0
@@ -63,8 +65,5 @@ def new_id(prefix: str) -> str:
             _last_ms = ms
             _last_rand = int.from_bytes(os.urandom(10), "big") >> 1
         value = (ms << 80) | (_last_rand & ((1 << 80) - 1))
-    chars = []
-    for _ in range(26):
-        chars.append(_B32[value & 31])
-        value >>= 5
-    return prefix + "_" + "".join(reversed(chars))
+    # 130 bits as 26 base32 chars: encode as 160 bits (C code) and drop the 6 zero chars.
+    return prefix + "_" + b32encode(value.to_bytes(20, "big")).translate(_CROCKFORD)[6:].decode()

@@ -219,25 +219,27 @@ class SQLiteStore:
     def _run_batch(self, batch: list[_Op]) -> list[Any]:
         conn = self._writer_conn
         assert conn is not None
-        outcomes: list[Any] = []
         start_position = self._next_position
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             error = _translate(exc)
             return [error for _ in batch]
-        for op in batch:
-            conn.execute("SAVEPOINT op")
+        outcomes = self._apply_all(conn, batch, savepoints=False)
+        if outcomes is None:
+            # An op failed after it had written: undo the batch, then redo every op in a
+            # savepoint of its own so that only the failed one is rolled back.
             try:
-                outcome = op.apply(conn)
-            except BaseException as exc:
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                error = _translate(exc)
+                return [error for _ in batch]
+            self._next_position = start_position
+            for op in batch:
                 op.notify.clear()
-                outcomes.append(_translate(exc) if isinstance(exc, sqlite3.Error) else exc)
-            else:
-                conn.execute("RELEASE op")
-                outcomes.append(outcome)
+            outcomes = self._apply_all(conn, batch, savepoints=True)
+            assert outcomes is not None
         try:
             if self._next_position != start_position:
                 conn.execute(
@@ -251,10 +253,38 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            self._next_position = start_position
             error = _translate(exc)
             return [error for _ in batch]
         self.stats.commits += 1
         self.stats.operations += len(batch)
+        return outcomes
+
+    def _apply_all(
+        self, conn: sqlite3.Connection, batch: list[_Op], *, savepoints: bool
+    ) -> list[Any] | None:
+        """Each op's outcome or error. Without savepoints (the fast path: most ops either
+        succeed or fail on a check before writing), None as soon as an op fails after it
+        wrote something, which only a rollback can undo."""
+        outcomes: list[Any] = []
+        for op in batch:
+            if savepoints:
+                conn.execute("SAVEPOINT op")
+            changes = conn.total_changes
+            try:
+                outcome = op.apply(conn)
+            except BaseException as exc:
+                if savepoints:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                elif conn.total_changes != changes:
+                    return None
+                op.notify.clear()
+                outcomes.append(_translate(exc) if isinstance(exc, sqlite3.Error) else exc)
+                continue
+            if savepoints:
+                conn.execute("RELEASE op")
+            outcomes.append(outcome)
         return outcomes
 
     async def _submit(self, apply: Callable[[sqlite3.Connection], Any]) -> Any:

@@ -383,3 +383,35 @@ async def test_a_read_started_after_an_append_returned_sees_it_under_concurrent_
                 writers.start_soon(append_then_read, session_id)
         done.set()
     assert missed == []
+
+
+async def test_an_append_failing_half_way_writes_nothing_and_spares_its_batch(
+    store: Store,
+) -> None:
+    """The second of two events has a taken id, so the append fails after its first row
+    went in; appends committed in the same batch must survive, and the failed one leave
+    no trace (its first row included)."""
+    await store.create_stream(session_record("a"))
+    await store.create_stream(session_record("b"))
+    taken = (await store.append("a", events(1), expected_seq=None)).events[0].id
+    outcomes: dict[str, object] = {}
+
+    async def attempt(name: str, session_id: str, new: list[NewEvent]) -> None:
+        try:
+            outcomes[name] = await store.append(session_id, new, expected_seq=None)
+        except ConflictError as exc:
+            outcomes[name] = exc
+
+    bad = [NewEvent(type="x", data=PAYLOAD, id="sevt_fresh_one"), NewEvent(type="x", data=PAYLOAD, id=taken)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(attempt, "before", "b", events(2))
+        tg.start_soon(attempt, "bad", "b", bad)
+        tg.start_soon(attempt, "after", "a", events(1))
+    assert isinstance(outcomes["bad"], ConflictError)
+    assert outcomes["bad"].code == "event_id_exists"
+    assert [e.seq for e in await store.read("b")] == [1, 2]
+    assert [e.seq for e in await store.read("a")] == [1, 2]
+    with pytest.raises(NotFoundError):
+        await store.get_event("sevt_fresh_one")
+    again = await store.append("b", events(1), expected_seq=2)
+    assert again.last_seq == 3
