@@ -1,22 +1,25 @@
 """The embedded backend: SQLite in WAL mode, one group-committing writer, pooled readers.
 
-Writes: every mutation is queued (bounded) to one writer task. The writer takes whatever
-is queued, runs the whole batch on a stdlib `sqlite3` connection in one worker-thread hop
-as ONE transaction (a SAVEPOINT per operation, so one failing append does not sink its
-neighbours), commits, and only then resolves each caller's future and wakes watchers. One
-fsync then covers many appends: that is what lets thousands of sessions append at once.
-The write connection is driven from a worker thread because aiosqlite would hop threads
-once per statement; reads use aiosqlite connections, which WAL lets run beside the writer.
+Writes: every mutation is queued to one writer thread. The writer takes whatever is
+queued, runs the whole batch on a stdlib `sqlite3` connection as ONE transaction (one
+failing append does not sink its neighbours: see `_run_batch`), commits, and only then
+hands the outcomes back to the event loop, which resolves each caller's future and wakes
+watchers. One fsync then covers many appends: that is what lets thousands of sessions
+append at once. A dedicated thread (not a task hopping to a worker thread per batch)
+takes the next batch while the loop is still delivering the last one, and costs one
+thread hop per append. Reads use aiosqlite connections, which WAL lets run beside it.
 
-The writer is a task the store creates in `open()` and awaits in `close()`: the store is
-opened by callers that own no task group of their own (CLI, tests, the app's lifespan),
-and `close()` is the single place it ends, after draining every queued write.
+The writer thread starts in `open()` and ends in `close()`, after every queued write:
+the store is opened by callers that own no task group of their own (CLI, tests, the
+app's lifespan), so `close()` is the single place it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from itertools import count
@@ -25,7 +28,6 @@ from typing import Any
 import aiosqlite
 import anyio
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import (
@@ -50,7 +52,6 @@ from sessiond.store.protocol import (
 )
 from sessiond.store.sqlite_schema import migrate
 
-QUEUE_SIZE = 8192
 MAX_BATCH = 2048
 READERS = 4
 _EVENT_COLUMNS = "session_id, seq, position, id, type, data, recorded_at"
@@ -137,8 +138,9 @@ class SQLiteStore:
         self._writer_conn: sqlite3.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = count()
-        self._send: MemoryObjectSendStream[_Op] | None = None
-        self._writer_task: asyncio.Task[None] | None = None
+        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_limiter = anyio.CapacityLimiter(1)
         self._next_position = 1
 
@@ -152,9 +154,11 @@ class SQLiteStore:
             await reader.execute("PRAGMA busy_timeout = 10000")
             await reader.execute("PRAGMA query_only = ON")
             self._readers.append(reader)
-        send, receive = anyio.create_memory_object_stream[_Op](QUEUE_SIZE)
-        self._send = send
-        self._writer_task = asyncio.get_running_loop().create_task(self._write_loop(receive))
+        self._loop = asyncio.get_running_loop()
+        self._writer = threading.Thread(
+            target=self._write_thread, name="sessiond-sqlite-writer", daemon=True
+        )
+        self._writer.start()
 
     def _open_writer(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -173,12 +177,11 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Drain queued writes, stop the writer, close every connection."""
-        if self._send is not None:
-            await self._send.aclose()
-            self._send = None
-        if self._writer_task is not None:
-            await self._writer_task
-            self._writer_task = None
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            self._ops.put(None)
+            await anyio.to_thread.run_sync(writer.join)
+            await anyio.sleep(0)  # the last outcomes are delivered before the store closes
         for reader in self._readers:
             await reader.close()
         self._readers = []
@@ -188,33 +191,50 @@ class SQLiteStore:
 
     # -- the writer -------------------------------------------------------------------
 
-    async def _write_loop(self, receive: MemoryObjectReceiveStream[_Op]) -> None:
-        async with receive:
-            async for first in receive:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                # Shielded: once a batch is handed to the thread it commits or fails as a
-                # whole, and its callers must hear which.
-                with anyio.CancelScope(shield=True):
-                    outcomes = await anyio.to_thread.run_sync(
-                        self._run_batch, batch, limiter=self._thread_limiter
-                    )
-                for op, outcome in zip(batch, outcomes, strict=True):
-                    if isinstance(outcome, BaseException):
-                        if not op.future.done():
-                            op.future.set_exception(outcome)
-                        continue
-                    for session_id, last_seq in op.notify:
-                        if last_seq < 0:
-                            self._notifier.deleted(session_id)
-                        else:
-                            self._notifier.appended(session_id, last_seq)
-                    if not op.future.done():
-                        op.future.set_result(outcome)
+    def _write_thread(self) -> None:
+        """Take what is queued (up to MAX_BATCH), commit it as one batch, hand the
+        outcomes to the loop; until `close()` queues None."""
+        ops = self._ops
+        loop = self._loop
+        assert loop is not None
+        closing = False
+        while not closing:
+            first = ops.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    op = ops.get_nowait()
+                except queue.Empty:
+                    break
+                if op is None:
+                    closing = True
+                    break
+                batch.append(op)
+            try:
+                outcomes: list[Any] = self._run_batch(batch)
+            except BaseException as exc:  # a bug: every caller of the batch hears of it
+                outcomes = [exc for _ in batch]
+            try:
+                loop.call_soon_threadsafe(self._deliver, batch, outcomes)
+            except RuntimeError:
+                return  # the loop is gone: nobody is waiting any more
+
+    def _deliver(self, batch: list[_Op], outcomes: list[Any]) -> None:
+        """On the loop: resolve each op's future, and wake watchers of what committed."""
+        for op, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not op.future.done():
+                    op.future.set_exception(outcome)
+                continue
+            for session_id, last_seq in op.notify:
+                if last_seq < 0:
+                    self._notifier.deleted(session_id)
+                else:
+                    self._notifier.appended(session_id, last_seq)
+            if not op.future.done():
+                op.future.set_result(outcome)
 
     def _run_batch(self, batch: list[_Op]) -> list[Any]:
         conn = self._writer_conn
@@ -291,9 +311,9 @@ class SQLiteStore:
         return await self._submit_op(_Op(apply))
 
     async def _submit_op(self, op: _Op) -> Any:
-        if self._send is None:
+        if self._writer is None:
             raise UnavailableError("the store is closed", code="store_closed")
-        await self._send.send(op)
+        self._ops.put(op)
         return await op.future
 
     # -- streams ----------------------------------------------------------------------
