@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 
@@ -42,6 +43,18 @@ async def _create_key(config: Config, workspace_id: str, name: str | None) -> st
     return created.secret
 
 
+def _loop_options() -> dict[str, bool]:
+    """uvloop when it is installed (it is a dependency where it builds: not on Windows).
+    SESSIOND_UVLOOP=0 keeps the stdlib loop."""
+    if os.environ.get("SESSIOND_UVLOOP", "1") == "0":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = _parser().parse_args(argv)
@@ -56,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from sessiond.api.serve import serve
 
-        anyio.run(serve, config, args.host, args.port)
+        anyio.run(serve, config, args.host, args.port, backend_options=_loop_options())
         return 0
     if args.command == "keys":
         secret = anyio.run(_create_key, config, args.workspace, args.name)
