@@ -374,7 +374,11 @@ async def _sd_catch_up(path: Path) -> list[float]:
     try:
         now = now_ts()
         record = Record(
-            kind="bench", id=new_id("sesn"), workspace_id="ws", data=b"{}", created_at=now,
+            kind="bench",
+            id=new_id("sesn"),
+            workspace_id="ws",
+            data=b"{}",
+            created_at=now,
             updated_at=now,
         )
         await store.create_stream(record)
@@ -405,10 +409,17 @@ def _eventsourcing(results: Results, home: Path, workdir: Path, quick: bool) -> 
     if sync != "FULL":
         results.add(Figure("peers", "eventsourcing synchronous", 0, "", note=f"peer ran at {sync}"))
     one_rate, _ = anyio.run(append_bench._store_run, workdir / "sd1.db", 1, 1000 if quick else 2000)
-    many_rate, _ = anyio.run(append_bench._store_run, workdir / "sd1000.db", 1000, 5 if quick else 10)
+    many_rate, _ = anyio.run(
+        append_bench._store_run, workdir / "sd1000.db", 1000, 5 if quick else 10
+    )
     for label, ours, theirs, target in (
         ("1 session / aggregate", one_rate, peer["appends_per_s_1"], None),
-        ("1,000 sessions / aggregates", many_rate, peer["appends_per_s_many"], "≥ 5× eventsourcing"),
+        (
+            "1,000 sessions / aggregates",
+            many_rate,
+            peer["appends_per_s_many"],
+            "≥ 5× eventsourcing",
+        ),
     ):
         results.add(
             Figure(
@@ -520,7 +531,10 @@ def run(results: Results, *, quick: bool) -> None:
                 except Exception as exc:  # one peer failing must not hide the other
                     results.add(
                         Figure(
-                            "peers", f"{name}", float("nan"), "",
+                            "peers",
+                            f"{name}",
+                            float("nan"),
+                            "",
                             note=f"failed: {type(exc).__name__}: {exc}"[:300],
                         )
                     )

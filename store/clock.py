@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
-from base64 import b32encode
 import time
+from base64 import b32encode
 from datetime import UTC, datetime
 
 _B32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case

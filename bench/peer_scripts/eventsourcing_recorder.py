@@ -33,7 +33,11 @@ def _appends(recorder: SQLiteAggregateRecorder, aggregates: int, events: int) ->
         k = i % aggregates
         versions[k] += 1
         recorder.insert_events(
-            [StoredEvent(originator_id=ids[k], originator_version=versions[k], topic="t", state=PAYLOAD)]
+            [
+                StoredEvent(
+                    originator_id=ids[k], originator_version=versions[k], topic="t", state=PAYLOAD
+                )
+            ]
         )
     return events / (time.perf_counter() - started)
 
@@ -52,7 +56,9 @@ def main() -> None:
     # Catch-up: an aggregate of 1,000 events, read after its 500th.
     agg = uuid.uuid4()
     for v in range(1, 1001):
-        recorder.insert_events([StoredEvent(originator_id=agg, originator_version=v, topic="t", state=PAYLOAD)])
+        recorder.insert_events(
+            [StoredEvent(originator_id=agg, originator_version=v, topic="t", state=PAYLOAD)]
+        )
     times = []
     for _ in range(200):
         started = time.perf_counter()

@@ -219,9 +219,7 @@ def test_input_sent_during_a_model_call_is_answered_in_the_same_turn(
             sent.append(True)
             sdk.beta.sessions.events.send(session_id, events=_user("and also this"))
 
-    events = collect_until_idle(
-        sdk, session_id, _user("start"), on_event=follow_up_while_streaming
-    )
+    events = collect_until_idle(sdk, session_id, _user("start"), on_event=follow_up_while_streaming)
     assert types(events) == [
         "user.message",
         "session.status_running",
@@ -246,9 +244,7 @@ def test_a_tool_turn_takes_four_appends_after_the_input(
     """Going running with the span start, the last tool result with the next span start,
     and the final answer with the idle are single appends (the log reads the same)."""
     session_id = _session(sdk, tools=[{"type": "agent_toolset_20260401"}])
-    script.push(
-        Reply(tool_calls=[("bash", {"command": "echo hi"})]), Reply(text="it said hi")
-    )
+    script.push(Reply(tool_calls=[("bash", {"command": "echo hi"})]), Reply(text="it said hi"))
     events = collect_until_idle(sdk, session_id, _user("run it"))
     assert types(events) == [
         "user.message",

@@ -402,7 +402,10 @@ async def test_an_append_failing_half_way_writes_nothing_and_spares_its_batch(
         except ConflictError as exc:
             outcomes[name] = exc
 
-    bad = [NewEvent(type="x", data=PAYLOAD, id="sevt_fresh_one"), NewEvent(type="x", data=PAYLOAD, id=taken)]
+    bad = [
+        NewEvent(type="x", data=PAYLOAD, id="sevt_fresh_one"),
+        NewEvent(type="x", data=PAYLOAD, id=taken),
+    ]
     async with anyio.create_task_group() as tg:
         tg.start_soon(attempt, "before", "b", events(2))
         tg.start_soon(attempt, "bad", "b", bad)
