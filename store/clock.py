@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from base64 import b32encode
 from datetime import UTC, datetime
 
 _B32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
-_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _B32.encode())
+_PAIRS = [a + b for a in _B32 for b in _B32]  # every 10-bit value as two chars
+_SHIFTS = range(120, -10, -10)
 _lock = threading.Lock()
 _last_ms = 0
 _last_rand = 0
@@ -65,5 +65,5 @@ def new_id(prefix: str) -> str:
             _last_ms = ms
             _last_rand = int.from_bytes(os.urandom(10), "big") >> 1
         value = (ms << 80) | (_last_rand & ((1 << 80) - 1))
-    # 130 bits as 26 base32 chars: encode as 160 bits (C code) and drop the 6 zero chars.
-    return prefix + "_" + b32encode(value.to_bytes(20, "big")).translate(_CROCKFORD)[6:].decode()
+    # 26 chars as 13 lookups of 10 bits each (a char-by-char loop cost 10 us per id).
+    return prefix + "_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])

@@ -53,6 +53,7 @@ from sessiond.store.protocol import (
 from sessiond.store.sqlite_schema import migrate
 
 MAX_BATCH = 2048
+STREAM_CACHE_SIZE = 100_000
 READERS = 4
 _EVENT_COLUMNS = "session_id, seq, position, id, type, data, recorded_at"
 _RECORD_COLUMNS = (
@@ -114,6 +115,10 @@ def _translate(exc: sqlite3.Error) -> AppError:
     return UnavailableError(f"database error: {text}", code="database_error")
 
 
+class _Redo(Exception):
+    """The fast path cannot tell which op a failure belongs to: redo the batch op by op."""
+
+
 class _Op:
     """One queued mutation: a function run inside the batch transaction, and its future."""
 
@@ -143,6 +148,15 @@ class SQLiteStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_limiter = anyio.CapacityLimiter(1)
         self._next_position = 1
+        # Writer-thread state. Streams' (last_seq, kind) as committed, and as changed by
+        # the batch in progress (None: deleted); the batch's changes reach the table in
+        # one UPDATE per stream before its COMMIT, and this cache after it.
+        self._streams: dict[str, tuple[int, str]] = {}
+        self._batch_streams: dict[str, tuple[int, str] | None] = {}
+        self._batch_time = ""
+        # In the fast path, the batch's event rows go in with one executemany at its end.
+        self._defer_rows = False
+        self._pending_rows: list[tuple[Any, ...]] = []
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -240,12 +254,22 @@ class SQLiteStore:
         conn = self._writer_conn
         assert conn is not None
         start_position = self._next_position
+        self._batch_streams.clear()
+        self._batch_time = now_ts()  # recorded_at: one time per commit
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             error = _translate(exc)
             return [error for _ in batch]
+        self._defer_rows = True
+        self._pending_rows.clear()
         outcomes = self._apply_all(conn, batch, savepoints=False)
+        self._defer_rows = False
+        if outcomes is not None:
+            try:
+                self._flush_rows(conn)
+            except _Redo:
+                outcomes = None
         if outcomes is None:
             # An op failed after it had written: undo the batch, then redo every op in a
             # savepoint of its own so that only the failed one is rolled back.
@@ -256,11 +280,16 @@ class SQLiteStore:
                 error = _translate(exc)
                 return [error for _ in batch]
             self._next_position = start_position
+            self._batch_streams.clear()
+            self._pending_rows.clear()
             for op in batch:
                 op.notify.clear()
             outcomes = self._apply_all(conn, batch, savepoints=True)
             assert outcomes is not None
         try:
+            changed = [(v[0], k) for k, v in self._batch_streams.items() if v is not None]
+            if changed:
+                conn.executemany("UPDATE streams SET last_seq = ? WHERE session_id = ?", changed)
             if self._next_position != start_position:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('position', ?) "
@@ -274,8 +303,17 @@ class SQLiteStore:
             except sqlite3.Error:
                 pass
             self._next_position = start_position
+            self._batch_streams.clear()
             error = _translate(exc)
             return [error for _ in batch]
+        if len(self._streams) > STREAM_CACHE_SIZE:
+            self._streams.clear()
+        for session_id, state in self._batch_streams.items():
+            if state is None:
+                self._streams.pop(session_id, None)
+            else:
+                self._streams[session_id] = state
+        self._batch_streams.clear()
         self.stats.commits += 1
         self.stats.operations += len(batch)
         return outcomes
@@ -291,14 +329,18 @@ class SQLiteStore:
             if savepoints:
                 conn.execute("SAVEPOINT op")
             changes = conn.total_changes
+            pending = len(self._pending_rows)
             try:
                 outcome = op.apply(conn)
+            except _Redo:
+                return None
             except BaseException as exc:
                 if savepoints:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                 elif conn.total_changes != changes:
                     return None
+                del self._pending_rows[pending:]  # its rows, not yet written
                 op.notify.clear()
                 outcomes.append(_translate(exc) if isinstance(exc, sqlite3.Error) else exc)
                 continue
@@ -316,12 +358,40 @@ class SQLiteStore:
         self._ops.put(op)
         return await op.future
 
+    def _flush_rows(self, conn: sqlite3.Connection) -> None:
+        """Write the batch's deferred event rows (before anything that reads or deletes
+        events, and at the batch's end). A failure here belongs to no single op: the
+        batch is redone op by op."""
+        if not self._pending_rows:
+            return
+        rows, self._pending_rows = self._pending_rows, []
+        try:
+            conn.executemany(
+                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
+        except sqlite3.Error as exc:
+            raise _Redo from exc
+
     # -- streams ----------------------------------------------------------------------
+
+    def _stream(self, conn: sqlite3.Connection, session_id: str) -> tuple[int, str] | None:
+        """(last_seq, record kind) as of the batch so far; None if there is no stream."""
+        if session_id in self._batch_streams:
+            return self._batch_streams[session_id]
+        state = self._streams.get(session_id)
+        if state is None:
+            row = conn.execute(
+                "SELECT last_seq, record_kind FROM streams WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            state = self._streams[session_id] = (row[0], row[1])
+        return state
 
     def _insert_events(
         self, conn: sqlite3.Connection, session_id: str, last_seq: int, events: Sequence[NewEvent]
     ) -> list[StoredEvent]:
-        recorded_at = now_ts()
+        recorded_at = self._batch_time
         stored = []
         for offset, event in enumerate(events):
             position = self._next_position
@@ -337,13 +407,15 @@ class SQLiteStore:
                     recorded_at=recorded_at,
                 )
             )
-        conn.executemany(
-            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (e.session_id, e.seq, e.position, e.id, e.type, e.data, e.recorded_at)
-                for e in stored
-            ],
-        )
+        rows = [
+            (e.session_id, e.seq, e.position, e.id, e.type, e.data, e.recorded_at) for e in stored
+        ]
+        if self._defer_rows:
+            self._pending_rows.extend(rows)
+        else:
+            conn.executemany(
+                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
         self.stats.appended_events += len(stored)
         return stored
 
@@ -386,6 +458,7 @@ class SQLiteStore:
             stored = self._insert_events(conn, session_id, 0, events)
             if stored and project is not None:
                 saved = self._project(conn, record.kind, session_id, stored, project) or saved
+            self._batch_streams[session_id] = (len(stored), record.kind)
             op.notify.append((session_id, len(stored)))
             return AppendResult(events=stored, last_seq=len(stored), record=saved)
 
@@ -404,13 +477,12 @@ class SQLiteStore:
         """Append after `expected_seq` (None: after the last), all or nothing."""
 
         def apply(conn: sqlite3.Connection) -> AppendResult:
-            row = conn.execute(
-                "SELECT last_seq, record_kind FROM streams WHERE session_id = ?", (session_id,)
-            ).fetchone()
-            if row is None:
+            state = self._stream(conn, session_id)
+            if state is None:
                 raise NotFoundError(f"session {session_id!r} not found", code="session_not_found")
-            last_seq, kind = row
+            last_seq, kind = state
             if idempotency_key is not None:
+                self._flush_rows(conn)  # a replay reads events rows
                 seen = conn.execute(
                     "SELECT first_seq, count FROM idempotency WHERE session_id = ? AND key = ?",
                     (session_id, idempotency_key),
@@ -437,9 +509,6 @@ class SQLiteStore:
                 return AppendResult(events=[], last_seq=last_seq, record=None)
             stored = self._insert_events(conn, session_id, last_seq, events)
             new_last = last_seq + len(stored)
-            conn.execute(
-                "UPDATE streams SET last_seq = ? WHERE session_id = ?", (new_last, session_id)
-            )
             if idempotency_key is not None:
                 conn.execute(
                     "INSERT INTO idempotency (session_id, key, first_seq, count) "
@@ -447,6 +516,7 @@ class SQLiteStore:
                     (session_id, idempotency_key, last_seq + 1, len(stored)),
                 )
             record = self._project(conn, kind, session_id, stored, project)
+            self._batch_streams[session_id] = (new_last, kind)  # last: nothing fails after
             op.notify.append((session_id, new_last))
             return AppendResult(events=stored, last_seq=new_last, record=record)
 
@@ -527,6 +597,7 @@ class SQLiteStore:
         """Delete a stream with its events, keys and record; wake its watchers."""
 
         def apply(conn: sqlite3.Connection) -> None:
+            self._flush_rows(conn)  # rows this batch appended must go with the stream
             row = conn.execute(
                 "SELECT record_kind FROM streams WHERE session_id = ?", (session_id,)
             ).fetchone()
@@ -537,6 +608,7 @@ class SQLiteStore:
             conn.execute("DELETE FROM streams WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM records WHERE kind = ? AND id = ?", (row[0], session_id))
             conn.execute("DELETE FROM versions WHERE kind = ? AND id = ?", (row[0], session_id))
+            self._batch_streams[session_id] = None
             op.notify.append((session_id, -1))
 
         op = _Op(apply)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -418,3 +419,24 @@ async def test_an_append_failing_half_way_writes_nothing_and_spares_its_batch(
         await store.get_event("sevt_fresh_one")
     again = await store.append("b", events(1), expected_seq=2)
     assert again.last_seq == 3
+
+
+async def test_a_stream_deleted_and_created_again_starts_over(store: Store) -> None:
+    """The writer keeps each stream's last seq in memory: a delete and a re-create under
+    the same id, in one batch or in separate ones, must not inherit the old position."""
+    await store.create_stream(session_record("a"), events(3))
+    await store.append("a", events(2), expected_seq=3)
+    # Queued in this order (each enqueues before its first await): one batch, most likely.
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(store.append, "a", events(1), expected_seq=5))
+        tg.start_soon(store.delete_stream, "a")
+        tg.start_soon(store.create_stream, session_record("a"), events(1))
+    result = await store.append("a", events(1), expected_seq=1)
+    assert result.last_seq == 2
+    assert [e.seq for e in await store.read("a")] == [1, 2]
+    assert await store.last_seq("a") == 2
+    await store.delete_stream("a")
+    with pytest.raises(NotFoundError):
+        await store.append("a", events(1), expected_seq=None)
+    await store.create_stream(session_record("a"))
+    assert (await store.append("a", events(2), expected_seq=0)).last_seq == 2
