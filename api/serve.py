@@ -61,8 +61,26 @@ def build_server(app: Starlette, sock: socket.socket) -> Server:
     return Server(config, app)
 
 
+def raise_fd_limit() -> None:
+    """Lift the soft open-files limit to the hard one: each SSE client holds a socket,
+    and a soft limit of 1,024 (a common default) would refuse the thousandth."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 async def serve(config: Config, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM."""
+    raise_fd_limit()
     sock = bind(host, port)
     app = create_app(config)
     server = build_server(app, sock)

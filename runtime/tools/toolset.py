@@ -82,9 +82,10 @@ def _drain(process: subprocess.Popen[bytes], output: bytearray, stop: threading.
     assert process.stdout is not None
     with process.stdout:  # closed here, by its only reader, whichever way this ends
         fd = process.stdout.fileno()
+        poller = select.poll()  # not select(): a busy server has fds past FD_SETSIZE
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while not stop.is_set():
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if not ready:
+            if not poller.poll(100):
                 continue
             chunk = os.read(fd, 65536)
             if not chunk:

@@ -84,3 +84,24 @@ async def test_glob_and_grep(tmp_path: Path) -> None:
 async def test_unknown_and_unavailable_tools_are_error_results(tmp_path: Path) -> None:
     assert (await run_tool("web_fetch", {"url": "http://x"}, tmp_path)).is_error
     assert (await run_tool("teleport", {}, tmp_path)).is_error
+
+
+async def test_bash_works_when_the_server_holds_over_a_thousand_fds(tmp_path: Path) -> None:
+    """A server with 1,000 SSE clients has descriptors past select()'s FD_SETSIZE (1024);
+    the command's output pipe lands there and must still be read."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        outcome = await run_tool("bash", {"command": "echo past-the-limit"}, tmp_path)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not outcome.is_error, outcome.text
+    assert outcome.text.strip() == "past-the-limit"
