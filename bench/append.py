@@ -6,6 +6,7 @@ batch of 100 and of 1,000 events, at the same `synchronous` setting sessiond shi
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import tempfile
 import time
@@ -55,6 +56,7 @@ def _ceiling(path: Path, total: int, batch: int, synchronous: str) -> float:
 async def _store_run(
     path: Path, sessions: int, per_session: int, *, rate: float | None = None
 ) -> tuple[float, list[float]]:
+    gc.freeze()  # as `sessiond serve` does after its imports (api/serve.py)
     store = SQLiteStore(str(path))
     await store.open()
     ids = []

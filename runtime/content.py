@@ -18,7 +18,9 @@ from typing import Literal
 import msgspec
 
 
-class _Block(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
+class _Block(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type", gc=False
+):
     """Base of every tagged content object (blocks and their sources)."""
 
 

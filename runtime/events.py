@@ -37,7 +37,9 @@ from sessiond.runtime.usage import BudgetLimit, SessionUsageSnapshot, SpanModelU
 # Every subclass below repeats `frozen=True, kw_only=True`: msgspec applies `kw_only` only to
 # the fields of the class that says it, and mypy's dataclass_transform treats a subclass that
 # does not say `frozen=True` as mutable.
-class _Tagged(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
+class _Tagged(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type", gc=False
+):
     """Base of the tagged value objects nested in events."""
 
 

@@ -23,8 +23,12 @@ from typing import Protocol
 import msgspec
 
 
-class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """An event as the store keeps it: an envelope around opaque JSON `data`."""
+class StoredEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An event as the store keeps it: an envelope around opaque JSON `data`.
+
+    This and the other value structs here are untracked by the cyclic GC (`gc=False`):
+    they hold only strings, numbers and string maps, so they can never be in a cycle,
+    and servers hold hundreds of thousands of them (each gen-2 pass walked them all)."""
 
     session_id: str
     seq: int
@@ -40,7 +44,7 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
     """Server time of the append, canonical RFC 3339 (see `store.clock`)."""
 
 
-class NewEvent(msgspec.Struct, frozen=True):
+class NewEvent(msgspec.Struct, frozen=True, gc=False):
     """An event to append: its type and its JSON body (without id or timestamp)."""
 
     type: str
@@ -50,7 +54,7 @@ class NewEvent(msgspec.Struct, frozen=True):
     subscribers in a delta preview; None lets the store assign one."""
 
 
-class Record(msgspec.Struct, frozen=True, kw_only=True):
+class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A mutable row. `revision` 0 means "not stored yet"; the store bumps it on each save."""
 
     kind: str
@@ -65,7 +69,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     revision: int = 0
 
 
-class Version(msgspec.Struct, frozen=True, kw_only=True):
+class Version(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An immutable snapshot of a record at version `version` (1-based)."""
 
     kind: str
