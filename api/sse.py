@@ -83,8 +83,9 @@ class _Wakes:
     """What a tail waits on between reads: appends, previews, and the server's drain.
 
     The drain and preview waits are long-lived tasks reused across wakes, and an append
-    wait is one plain asyncio task: a wake costs no task group and no cancel scope (with
-    1,000 clients those were over half the server's CPU, bench/sse_fanout.py).
+    wait is the store's shared next-commit future: a wake costs no task group, no cancel
+    scope and no task (with 1,000 clients those were most of the server's CPU,
+    bench/sse_fanout.py).
     """
 
     def __init__(
@@ -99,20 +100,20 @@ class _Wakes:
         self._preview: asyncio.Future[Preview] | None = None
 
     async def next(self, after_seq: int) -> int | Preview | None:
-        """The stream's new last seq, a preview, or None once the server starts draining."""
+        """A sign to read again (an int), a preview, or None once the server drains."""
         if self._drain.done():
             return None
-        append = asyncio.ensure_future(self._watch.wait(after_seq))
-        waiting: set[asyncio.Future[object]] = {append, self._drain}  # type: ignore[arg-type]
+        commit = self._watch.next_commit(after_seq)  # raises once the session is deleted
+        if commit is None:
+            return after_seq + 1
+        # The commit future is shared by every stream tailing this session: waited on,
+        # never cancelled, and no task of this stream's own.
+        waiting: set[asyncio.Future[object]] = {commit, self._drain}  # type: ignore[arg-type]
         if self._previews is not None:
             if self._preview is None:
                 self._preview = asyncio.ensure_future(self._previews.receive())
             waiting.add(self._preview)  # type: ignore[arg-type]
-        try:
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not append.done():
-                append.cancel()
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if self._drain in done:
             return None
         if self._preview is not None and self._preview in done:
@@ -121,8 +122,8 @@ class _Wakes:
                 return preview.result()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 self._previews = None
-        if append in done:
-            return append.result()  # raises NotFoundError once the session is deleted
+        if commit in done:
+            return after_seq + 1
         return await self.next(after_seq)
 
     def close(self) -> None:

@@ -1,28 +1,32 @@
 """In-process append notifications: the SQLite backend's stand-in for LISTEN/NOTIFY.
 
-Each watched stream has one channel holding only the latest committed seq and an event
-that is swapped on every notification, so any number of waiters cost one Event, and a
-slow waiter can never make anything queue up.
+Each watched stream has one channel holding only the latest committed seq and a future
+that is resolved and replaced on every notification, so any number of waiters share one
+future, and a slow waiter can never make anything queue up.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
-import anyio
 
 from sessiond.store.errors import NotFoundError
 
 
 class _Channel:
-    __slots__ = ("deleted", "event", "last_seq", "watchers")
+    __slots__ = ("deleted", "future", "last_seq", "watchers")
 
     def __init__(self) -> None:
         self.last_seq = -1
         self.deleted = False
-        self.event = anyio.Event()
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.watchers = 0
+
+    def wake(self) -> None:
+        """Resolve the current generation's future and start the next one."""
+        done, self.future = self.future, asyncio.get_running_loop().create_future()
+        done.set_result(None)
 
 
 class ChannelWatch:
@@ -35,11 +39,19 @@ class ChannelWatch:
         """Return the last committed seq once it is beyond `after_seq`."""
         channel = self._channel
         while True:
-            if channel.deleted:
-                raise NotFoundError("the session was deleted", code="session_deleted")
-            if channel.last_seq > after_seq:
+            future = self.next_commit(after_seq)
+            if future is None:
                 return channel.last_seq
-            await channel.event.wait()
+            await asyncio.shield(future)  # shared by every watcher: never cancel it
+
+    def next_commit(self, after_seq: int) -> asyncio.Future[None] | None:
+        """None if past `after_seq`, else the future done at the next commit."""
+        channel = self._channel
+        if channel.deleted:
+            raise NotFoundError("the session was deleted", code="session_deleted")
+        if channel.last_seq > after_seq:
+            return None
+        return channel.future
 
 
 class Notifier:
@@ -69,8 +81,7 @@ class Notifier:
             return
         if last_seq > channel.last_seq:
             channel.last_seq = last_seq
-        event, channel.event = channel.event, anyio.Event()
-        event.set()
+        channel.wake()
 
     def deleted(self, session_id: str) -> None:
         """Tell the stream's watchers it is gone."""
@@ -78,8 +89,7 @@ class Notifier:
         if channel is None:
             return
         channel.deleted = True
-        event, channel.event = channel.event, anyio.Event()
-        event.set()
+        channel.wake()
 
     def watched(self) -> int:
         """How many streams have watchers (to check nothing leaks)."""

@@ -16,6 +16,7 @@ Backends pass the one contract suite in `tests/store/`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
@@ -143,6 +144,16 @@ class Watch(Protocol):
 
     async def wait(self, after_seq: int) -> int:
         """Return the stream's last seq as soon as it is greater than `after_seq`.
+
+        Raises NotFoundError (code `session_deleted`) once the stream is deleted.
+        """
+        ...
+
+    def next_commit(self, after_seq: int) -> asyncio.Future[None] | None:
+        """None if the stream is already past `after_seq`; else a future that is done at
+        the stream's next commit (or deletion). The future is shared by every watcher of
+        the stream: wait on it (`asyncio.wait`), never cancel it. For callers tailing many
+        streams at once: waiting costs no task of its own.
 
         Raises NotFoundError (code `session_deleted`) once the stream is deleted.
         """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from pathlib import Path
 
@@ -440,3 +441,20 @@ async def test_a_stream_deleted_and_created_again_starts_over(store: Store) -> N
         await store.append("a", events(1), expected_seq=None)
     await store.create_stream(session_record("a"))
     assert (await store.append("a", events(2), expected_seq=0)).last_seq == 2
+
+
+async def test_next_commit_is_one_shared_future_per_commit(store: Store) -> None:
+    await store.create_stream(session_record("a"), events(1))
+    async with store.watch("a") as first, store.watch("a") as second:
+        one, two = first.next_commit(5), second.next_commit(5)
+        assert one is not None and one is two, "watchers of a stream share one future"
+        assert not one.done()
+        await store.append("a", events(1), expected_seq=None)
+        await asyncio.wait_for(asyncio.shield(one), 5)
+        following = first.next_commit(5)
+        assert following is not None and following is not one and not following.done()
+        assert first.next_commit(1) is None  # the stream is at 2 now
+        await store.delete_stream("a")
+        await asyncio.wait_for(asyncio.shield(following), 5)
+        with pytest.raises(NotFoundError):
+            first.next_commit(5)
