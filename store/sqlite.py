@@ -51,6 +51,7 @@ from sessiond.store.protocol import (
     Watch,
 )
 from sessiond.store.sqlite_schema import migrate
+from sessiond.store.tail import TailCache
 
 MAX_BATCH = 2048
 STREAM_CACHE_SIZE = 100_000
@@ -115,6 +116,19 @@ def _translate(exc: sqlite3.Error) -> AppError:
     return UnavailableError(f"database error: {text}", code="database_error")
 
 
+def _follows_a_seq(query: EventQuery) -> bool:
+    """Whether the query asks only for what follows a seq (what the tail cache holds)."""
+    return (
+        query.before_seq is None
+        and query.types is None
+        and not query.descending
+        and query.recorded_gt is None
+        and query.recorded_gte is None
+        and query.recorded_lt is None
+        and query.recorded_lte is None
+    )
+
+
 class _Redo(Exception):
     """The fast path cannot tell which op a failure belongs to: redo the batch op by op."""
 
@@ -133,13 +147,16 @@ class _Op:
 class SQLiteStore:
     """The `Store` on one SQLite file."""
 
-    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: str, *, synchronous: str = "FULL", tail: TailCache | None = None
+    ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise InvalidInputError(f"synchronous: unknown setting {synchronous!r}")
         self.path = path
         self.synchronous = synchronous.upper()
         self.stats = StoreStats()
         self._notifier = Notifier()
+        self._tail = tail if tail is not None else TailCache()
         self._writer_conn: sqlite3.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = count()
@@ -243,6 +260,12 @@ class SQLiteStore:
                     op.future.set_exception(outcome)
                 continue
             for session_id, last_seq in op.notify:
+                committed = (
+                    outcome.events
+                    if isinstance(outcome, AppendResult) and not outcome.replayed
+                    else ()
+                )
+                self._tail.committed(session_id, committed, last_seq)
                 if last_seq < 0:
                     self._notifier.deleted(session_id)
                 else:
@@ -543,7 +566,12 @@ class SQLiteStore:
             raise _translate(exc) from exc
 
     async def read(self, session_id: str, query: EventQuery = ALL_EVENTS) -> list[StoredEvent]:
-        """Events of one stream, as one index seek on (session_id, seq)."""
+        """Events of one stream, as one index seek on (session_id, seq); a plain read of
+        what follows a recent seq comes from the tail cache (store/tail.py)."""
+        if _follows_a_seq(query):
+            held = self._tail.after(session_id, query.after_seq, query.limit)
+            if held is not None:
+                return held
         where = ["session_id = ?", "seq > ?"]
         params: list[Any] = [session_id, query.after_seq]
         if query.before_seq is not None:
@@ -582,6 +610,9 @@ class SQLiteStore:
 
     async def last_seq(self, session_id: str) -> int:
         """The stream's last seq."""
+        held = self._tail.last_seq(session_id)
+        if held is not None:
+            return held
         rows = await self._fetchall(
             "SELECT last_seq FROM streams WHERE session_id = ?", (session_id,)
         )

@@ -81,6 +81,11 @@ def test_a_plain_turn(sdk: anthropic.Anthropic, script: Script) -> None:
     assert events[5].stop_reason.type == "end_turn"
     assert script.requests[0]["system"] == "be brief"
     assert script.requests[0]["model"] == MODEL
+    assert script.requests[0]["stream"] is True
+    sent_headers = script.headers[0]
+    assert sent_headers["content-type"] == "application/json"
+    assert sent_headers["anthropic-version"]
+    assert sent_headers["user-agent"].startswith("AsyncAnthropic")
     session = sdk.beta.sessions.retrieve(session_id)
     assert session.status == "idle"
     assert session.usage.input_tokens == 11 and session.usage.output_tokens == 7

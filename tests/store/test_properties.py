@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sessiond.store.errors import ConflictError
 from sessiond.store.protocol import EventQuery, NewEvent, Record
 from sessiond.store.sqlite import SQLiteStore
+from sessiond.store.tail import TailCache
 
 STREAMS = ["s1", "s2", "s3"]
 
@@ -41,7 +42,9 @@ class StoreMachine(RuleBasedStateMachine):
         self._portal_cm = anyio.from_thread.start_blocking_portal()
         self.portal = self._portal_cm.__enter__()
         self.dir = tempfile.TemporaryDirectory()
-        self.store = SQLiteStore(str(Path(self.dir.name) / "p.db"))
+        self.path = str(Path(self.dir.name) / "p.db")
+        # A tiny tail cache, so that reads run into its edges and evictions.
+        self.store = SQLiteStore(self.path, tail=TailCache(per_stream=3, total=5))
         self.portal.call(self.store.open)
         self.model: dict[str, list[bytes]] = {s: [] for s in STREAMS}
         self.keys: dict[tuple[str, str], list[bytes]] = {}
@@ -96,9 +99,27 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(stream=st.sampled_from(STREAMS), data=st.data())
     def read_after(self, stream: str, data: st.DataObject) -> None:
         n = data.draw(st.integers(min_value=0, max_value=len(self.model[stream])))
-        events = self.portal.call(lambda: self.store.read(stream, EventQuery(after_seq=n)))
-        assert [e.data for e in events] == self.model[stream][n:]
-        assert [e.seq for e in events] == list(range(n + 1, len(self.model[stream]) + 1))
+        limit = data.draw(st.none() | st.integers(min_value=1, max_value=4))
+        query = EventQuery(after_seq=n, limit=limit)
+        events = self.portal.call(lambda: self.store.read(stream, query))
+        end = len(self.model[stream]) if limit is None else min(n + limit, len(self.model[stream]))
+        assert [e.data for e in events] == self.model[stream][n:end]
+        assert [e.seq for e in events] == list(range(n + 1, end + 1))
+        assert self.portal.call(self.store.last_seq, stream) == len(self.model[stream])
+
+    @rule(stream=st.sampled_from(STREAMS))
+    def delete_and_create_again(self, stream: str) -> None:
+        self.portal.call(self.store.delete_stream, stream)
+        self.portal.call(self.store.create_stream, _record(stream))
+        self.model[stream] = []
+        self.keys = {k: v for k, v in self.keys.items() if k[0] != stream}
+
+    @rule()
+    def reopen(self) -> None:
+        """A new store on the same file: its reads start from the database alone."""
+        self.portal.call(self.store.close)
+        self.store = SQLiteStore(self.path, tail=TailCache(per_stream=3, total=5))
+        self.portal.call(self.store.open)
 
     @invariant()
     def whole_logs_match(self) -> None:
