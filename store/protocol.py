@@ -80,7 +80,7 @@ class Version(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     created_at: str
 
 
-class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What an append wrote, or (on an idempotent retry) what the first attempt wrote."""
 
     events: list[StoredEvent]
