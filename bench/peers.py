@@ -27,12 +27,14 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import anyio
 import httpx
 
 from bench import append as append_bench
 from bench.common import ADMIN_KEY, ROOT, Figure, Results, Server, free_port, percentile
+from bench.lean_http import LeanConnection
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.protocol import EventQuery, NewEvent, Record
 from sessiond.store.sqlite import SQLiteStore
@@ -156,23 +158,38 @@ def _lg_input() -> dict[str, Any]:
 
 
 async def _lg_runs(url: str, concurrency: int, runs: int) -> float:
-    """Runs per second: each worker runs `runs / concurrency` runs on its own thread."""
-    limits = httpx.Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+    """Runs per second: each worker runs `runs / concurrency` runs on its own thread, one
+    `POST /threads/{id}/runs/wait` each, on its own keep-alive connection."""
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         threads = [
             (await http.post("/threads", json={})).json()["thread_id"] for _ in range(concurrency)
         ]
         await http.post(f"/threads/{threads[0]}/runs/wait", json=_lg_input())  # warm up
+    host, port = _host_port(url)
+    body = json.dumps(_lg_input()).encode()
 
-        async def worker(thread_id: str, n: int) -> None:
+    async def worker(thread_id: str, n: int) -> None:
+        connection = await LeanConnection.open(host, port)
+        try:
             for _ in range(n):
-                response = await http.post(f"/threads/{thread_id}/runs/wait", json=_lg_input())
-                response.raise_for_status()
+                status, _ = await connection.request(
+                    "POST", f"/threads/{thread_id}/runs/wait", body
+                )
+                if status != 200:
+                    raise RuntimeError(f"langgraph run: HTTP {status}")
+        finally:
+            await connection.close()
 
-        per = max(1, runs // concurrency)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(t, per) for t in threads))
-        return per * concurrency / (time.perf_counter() - started)
+    per = max(1, runs // concurrency)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(t, per) for t in threads))
+    return per * concurrency / (time.perf_counter() - started)
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = urlparse(url)
+    assert parsed.hostname is not None and parsed.port is not None
+    return parsed.hostname, parsed.port
 
 
 async def _lg_first_event(url: str, samples: int) -> tuple[list[float], list[float]]:
@@ -283,20 +300,38 @@ async def _sd_turn(http: httpx.AsyncClient, session_id: str) -> tuple[float, flo
 
 
 async def _sd_runs(url: str, concurrency: int, runs: int) -> float:
-    limits = httpx.Limits(max_connections=2 * concurrency + 4)
+    """Runs per second: each worker runs on its own session; a run opens the session's
+    stream, posts a user message (on a keep-alive connection) and reads to idle."""
     headers = {"x-api-key": ADMIN_KEY}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as http:
         sessions = await _sd_sessions(http, concurrency)
         await _sd_turn(http, sessions[0])  # warm up
-        per = max(1, runs // concurrency)
+    host, port = _host_port(url)
+    body = json.dumps(_USER).encode()
+    per = max(1, runs // concurrency)
 
-        async def worker(session_id: str) -> None:
+    async def worker(session_id: str) -> None:
+        poster = await LeanConnection.open(host, port)
+        try:
             for _ in range(per):
-                await _sd_turn(http, session_id)
+                stream = await LeanConnection.open(host, port)
+                try:
+                    path = f"/v1/sessions/{session_id}/events/stream"
+                    if await stream.open_stream(path, headers) != 200:
+                        raise RuntimeError("sessiond stream: not 200")
+                    path = f"/v1/sessions/{session_id}/events"
+                    status, _ = await poster.request("POST", path, body, headers)
+                    if status != 200:
+                        raise RuntimeError(f"sessiond send: HTTP {status}")
+                    await stream.read_until(b"event: session.status_idle")
+                finally:
+                    await stream.close()
+        finally:
+            await poster.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(s) for s in sessions))
-        return per * concurrency / (time.perf_counter() - started)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(s) for s in sessions))
+    return per * concurrency / (time.perf_counter() - started)
 
 
 async def _sd_first_event(url: str, samples: int) -> tuple[list[float], list[float]]:

@@ -9,6 +9,10 @@ append at once. A dedicated thread (not a task hopping to a worker thread per ba
 takes the next batch while the loop is still delivering the last one, and costs one
 thread hop per append. Reads use aiosqlite connections, which WAL lets run beside it.
 
+One process writes a file (ARCHITECTURE.md): the writer's stream cache, the tail cache
+(store/tail.py) and the record cache (store/record_cache.py) hear of every write because
+every write is this process's own.
+
 The writer thread starts in `open()` and ends in `close()`, after every queued write:
 the store is opened by callers that own no task group of their own (CLI, tests, the
 app's lifespan), so `close()` is the single place it ends.
@@ -50,6 +54,7 @@ from sessiond.store.protocol import (
     Version,
     Watch,
 )
+from sessiond.store.record_cache import RecordCache
 from sessiond.store.sqlite_schema import migrate
 from sessiond.store.tail import TailCache
 
@@ -141,13 +146,14 @@ class _Op:
     and its cells were eight more objects per append for the cyclic GC to walk (its
     collections were the append's p99, bench/append.py)."""
 
-    __slots__ = ("apply", "args", "future", "notify")
+    __slots__ = ("apply", "args", "future", "notify", "records")
 
     def __init__(self, apply: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.apply = apply
         self.args = args
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.notify: list[tuple[str, int]] = []  # (session_id, last_seq), or seq -1 = deleted
+        self.records: list[tuple[str, str]] | None = None  # (kind, id) of records it wrote
 
 
 def _call(apply: Callable[[sqlite3.Connection], Any], conn: sqlite3.Connection, op: _Op) -> Any:
@@ -168,6 +174,8 @@ class SQLiteStore:
         self.stats = StoreStats()
         self._notifier = Notifier()
         self._tail = tail if tail is not None else TailCache()
+        self._record_cache = RecordCache()
+        self._applying: _Op | None = None  # the op the writer thread is running
         self._writer_conn: sqlite3.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = count()
@@ -266,6 +274,8 @@ class SQLiteStore:
     def _deliver(self, batch: list[_Op], outcomes: list[Any]) -> None:
         """On the loop: resolve each op's future, and wake watchers of what committed."""
         for op, outcome in zip(batch, outcomes, strict=True):
+            if op.records:  # before anyone hears back: no reader sees what it replaced
+                self._record_cache.written(op.records)
             if isinstance(outcome, BaseException):
                 if not op.future.done():
                     op.future.set_exception(outcome)
@@ -365,6 +375,7 @@ class SQLiteStore:
             changes = conn.total_changes
             pending = len(self._pending_rows)
             try:
+                self._applying = op
                 outcome = op.apply(*op.args, conn, op)
             except _Redo:
                 return None
@@ -656,6 +667,7 @@ class SQLiteStore:
             conn.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM idempotency WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM streams WHERE session_id = ?", (session_id,))
+            self._touch(row[0], session_id)
             conn.execute("DELETE FROM records WHERE kind = ? AND id = ?", (row[0], session_id))
             conn.execute("DELETE FROM versions WHERE kind = ? AND id = ?", (row[0], session_id))
             self._batch_streams[session_id] = None
@@ -666,8 +678,17 @@ class SQLiteStore:
 
     # -- records and versions ---------------------------------------------------------
 
+    def _touch(self, kind: str, record_id: str) -> None:
+        """The op being applied writes this record (the record cache drops it)."""
+        op = self._applying
+        assert op is not None
+        if op.records is None:
+            op.records = []
+        op.records.append((kind, record_id))
+
     def _insert_record(self, conn: sqlite3.Connection, record: Record) -> Record:
         saved = msgspec.structs.replace(record, revision=1)
+        self._touch(saved.kind, saved.id)
         conn.execute(
             f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -685,6 +706,7 @@ class SQLiteStore:
         return saved
 
     def _update_record(self, conn: sqlite3.Connection, record: Record) -> Record:
+        self._touch(record.kind, record.id)
         cursor = conn.execute(
             "UPDATE records SET workspace_id = ?, data = ?, tags = ?, updated_at = ?, "
             "archived_at = ?, revision = revision + 1 WHERE kind = ? AND id = ? AND revision = ?",
@@ -731,13 +753,19 @@ class SQLiteStore:
         return await self._submit(apply)  # type: ignore[no-any-return]
 
     async def get_record(self, kind: str, record_id: str) -> Record:
-        """One record."""
+        """One record (from the record cache when it holds it: store/record_cache.py)."""
+        cached = self._record_cache.get(kind, record_id)
+        if cached is not None:
+            return cached
+        epoch = self._record_cache.epoch
         rows = await self._fetchall(
             f"SELECT {_RECORD_COLUMNS} FROM records WHERE kind = ? AND id = ?", (kind, record_id)
         )
         if not rows:
             raise NotFoundError(f"{kind} {record_id!r} not found", code=f"{kind}_not_found")
-        return _record(rows[0])
+        record = _record(rows[0])
+        self._record_cache.fill(record, epoch)
+        return record
 
     async def list_records(self, query: RecordQuery) -> list[Record]:
         """A keyset page of records, ordered by (created_at, id)."""
@@ -778,6 +806,7 @@ class SQLiteStore:
         """Delete a record and its versions."""
 
         def apply(conn: sqlite3.Connection) -> None:
+            self._touch(kind, record_id)
             cursor = conn.execute(
                 "DELETE FROM records WHERE kind = ? AND id = ?", (kind, record_id)
             )

@@ -458,3 +458,61 @@ async def test_next_commit_is_one_shared_future_per_commit(store: Store) -> None
         await asyncio.wait_for(asyncio.shield(following), 5)
         with pytest.raises(NotFoundError):
             first.next_commit(5)
+
+
+async def test_a_record_read_after_a_write_is_the_written_one(store: Store) -> None:
+    """Reads between writes of every kind (reads may be served from memory)."""
+
+    def n_of(record: Record) -> int:
+        return int(msgspec.json.decode(record.data)["n"])
+
+    await store.create_stream(session_record("s"))
+    assert n_of(await store.get_record("session", "s")) == 0
+    await store.append("s", events(2), expected_seq=None, project=count_projector)
+    assert n_of(await store.get_record("session", "s")) == 2
+    current = await store.get_record("session", "s")
+    saved = await store.save_record(msgspec.structs.replace(current, data=b'{"n":40}'))
+    assert await store.get_record("session", "s") == saved
+    await store.append("s", events(1), expected_seq=None, project=count_projector)
+    assert n_of(await store.get_record("session", "s")) == 41
+    await store.delete_stream("s")
+    with pytest.raises(NotFoundError):
+        await store.get_record("session", "s")
+    await store.create_stream(session_record("s"))
+    assert n_of(await store.get_record("session", "s")) == 0
+    agent = Record(
+        kind="agent", id="a", workspace_id="w", data=b"1", created_at="x", updated_at="x"
+    )
+    await store.save_record(agent)
+    assert (await store.get_record("agent", "a")).data == b"1"
+    await store.delete_record("agent", "a")
+    with pytest.raises(NotFoundError):
+        await store.get_record("agent", "a")
+
+
+async def test_a_read_racing_a_write_never_outlives_it(store: Store) -> None:
+    """Reads started before, during and after concurrent updates: once an update has
+    returned, no later read returns an older revision."""
+    base = Record(kind="agent", id="a", workspace_id="w", data=b"0", created_at="x", updated_at="x")
+    record = await store.save_record(base)
+    stop = anyio.Event()
+    seen_after: list[tuple[int, int]] = []
+    committed = [record.revision]
+
+    async def reader() -> None:
+        while not stop.is_set():
+            floor = committed[-1]
+            got = await store.get_record("agent", "a")
+            seen_after.append((floor, got.revision))
+            await anyio.sleep(0)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(reader)
+        for i in range(1, 30):
+            record = await store.save_record(msgspec.structs.replace(record, data=str(i).encode()))
+            committed.append(record.revision)
+            await anyio.sleep(0)
+        stop.set()
+    assert seen_after and all(got >= floor for floor, got in seen_after)
+    assert (await store.get_record("agent", "a")).revision == committed[-1]
