@@ -7,11 +7,14 @@ that called them, as the API requires; user text of the same turn follows them.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any
 
+import msgspec
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from sessiond.runtime.providers import base as pb
 from sessiond.runtime.providers.errors import connection_error, from_status
@@ -89,6 +92,7 @@ class OpenAIProvider:
             max_retries=0,
             timeout=timeout_s,
         )
+        self._raw_body = "content" in inspect.signature(self._client.post).parameters
 
     async def complete(
         self, request: pb.ModelRequest, *, on_delta: pb.DeltaCallback | None = None
@@ -119,7 +123,19 @@ class OpenAIProvider:
         usage = pb.Usage()
         request_id: str | None = None
         try:
-            stream = await self._client.chat.completions.create(**params)
+            if self._raw_body:
+                # The SDK's transport, errors and stream decoding, but a body encoded here:
+                # `create` transforms and copies the whole history on every call.
+                stream = await self._client.post(
+                    "/chat/completions",
+                    cast_to=ChatCompletion,
+                    content=msgspec.json.encode(params),
+                    options={"headers": {"Content-Type": "application/json"}},
+                    stream=True,
+                    stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                )
+            else:  # an SDK older than `post(content=...)` (openai < 2.30)
+                stream = await self._client.chat.completions.create(**params)
             request_id = stream.response.headers.get("x-request-id")
             async with stream:
                 async for chunk in stream:

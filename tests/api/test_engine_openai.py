@@ -69,6 +69,9 @@ def test_plain_and_multi_turn(sdk: anthropic.Anthropic, script: Script) -> None:
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[2]["content"] == "Hi from GPT"
     assert script.requests[0]["stream"] is True
+    assert script.requests[0]["stream_options"] == {"include_usage": True}
+    assert script.headers[0]["content-type"] == "application/json"
+    assert script.headers[0]["authorization"].startswith("Bearer ")
 
 
 def test_tool_calls_and_their_results(sdk: anthropic.Anthropic, script: Script) -> None:
