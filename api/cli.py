@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The SDKs' HTTP clients log every model request at INFO: a line per call, and the
+    # sessions' logs already record each request.
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     if args.command == "eval":
         from sessiond.api.eval_cli import run_eval_command
 

@@ -58,6 +58,9 @@ def build_server(app: Starlette, sock: socket.socket) -> Server:
         log_level="warning",
         timeout_graceful_shutdown=10,
         access_log=False,
+        # Nothing here reads the client's address, so uvicorn's X-Forwarded-* middleware
+        # would only add a hop to every request and every SSE send.
+        proxy_headers=False,
     )
     return Server(config, app)
 
