@@ -60,6 +60,8 @@ from sessiond.store.tail import TailCache
 
 MAX_BATCH = 2048
 STREAM_CACHE_SIZE = 100_000
+PROJECTED_CACHE_SIZE = 10_000
+_UNKNOWN = object()  # a record the writer must read from the database
 READERS = 4
 _EVENT_COLUMNS = "session_id, seq, position, id, type, data, recorded_at"
 _RECORD_COLUMNS = (
@@ -189,6 +191,11 @@ class SQLiteStore:
         # one UPDATE per stream before its COMMIT, and this cache after it.
         self._streams: dict[str, tuple[int, str]] = {}
         self._batch_streams: dict[str, tuple[int, str] | None] = {}
+        # Session records as this writer last projected them (committed), and as the batch
+        # in progress changed them (_UNKNOWN: written some other way, or rolled back: read
+        # it). A projection then starts from memory, not from a SELECT.
+        self._projected: dict[tuple[str, str], Record] = {}
+        self._batch_records: dict[tuple[str, str], Record | object] = {}
         self._batch_time = ""
         # In the fast path, the batch's event rows go in with one executemany at its end.
         self._defer_rows = False
@@ -299,6 +306,7 @@ class SQLiteStore:
         assert conn is not None
         start_position = self._next_position
         self._batch_streams.clear()
+        self._batch_records.clear()
         self._batch_time = now_ts()  # recorded_at: one time per commit
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -325,6 +333,7 @@ class SQLiteStore:
                 return [error for _ in batch]
             self._next_position = start_position
             self._batch_streams.clear()
+            self._batch_records.clear()
             self._pending_rows.clear()
             for op in batch:
                 op.notify.clear()
@@ -348,6 +357,7 @@ class SQLiteStore:
                 pass
             self._next_position = start_position
             self._batch_streams.clear()
+            self._batch_records.clear()
             error = _translate(exc)
             return [error for _ in batch]
         if len(self._streams) > STREAM_CACHE_SIZE:
@@ -358,6 +368,14 @@ class SQLiteStore:
             else:
                 self._streams[session_id] = state
         self._batch_streams.clear()
+        if len(self._projected) > PROJECTED_CACHE_SIZE:
+            self._projected.clear()
+        for key, known in self._batch_records.items():
+            if isinstance(known, Record):
+                self._projected[key] = known
+            else:
+                self._projected.pop(key, None)
+        self._batch_records.clear()
         self.stats.commits += 1
         self.stats.operations += len(batch)
         return outcomes
@@ -387,6 +405,8 @@ class SQLiteStore:
                     return None
                 del self._pending_rows[pending:]  # its rows, not yet written
                 op.notify.clear()
+                for key in op.records or ():
+                    self._batch_records[key] = _UNKNOWN  # rolled back: read it again
                 outcomes.append(_translate(exc) if isinstance(exc, sqlite3.Error) else exc)
                 continue
             if savepoints:
@@ -474,14 +494,22 @@ class SQLiteStore:
     ) -> Record | None:
         if project is None:
             return None
-        row = conn.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM records WHERE kind = ? AND id = ?", (kind, session_id)
-        ).fetchone()
-        if row is None:
-            raise NotFoundError(f"session {session_id!r} has no record", code="session_not_found")
-        before = _record(row)
+        key = (kind, session_id)
+        before = self._batch_records.get(key) or self._projected.get(key)
+        if not isinstance(before, Record):
+            row = conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE kind = ? AND id = ?", key
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(
+                    f"session {session_id!r} has no record", code="session_not_found"
+                )
+            before = _record(row)
         after = project(before, stored)
-        return self._update_record(conn, msgspec.structs.replace(after, revision=before.revision))
+        saved = self._update_record(conn, msgspec.structs.replace(after, revision=before.revision))
+        # The row now holds exactly this: `after` came from the row as it was.
+        self._batch_records[key] = saved
+        return saved
 
     async def create_stream(
         self,
@@ -685,6 +713,7 @@ class SQLiteStore:
         if op.records is None:
             op.records = []
         op.records.append((kind, record_id))
+        self._batch_records[(kind, record_id)] = _UNKNOWN
 
     def _insert_record(self, conn: sqlite3.Connection, record: Record) -> Record:
         saved = msgspec.structs.replace(record, revision=1)
