@@ -75,6 +75,21 @@ class LeanConnection:
             seen = seen[-len(marker) :] + data if len(seen) > 65536 else seen + data
         return seen
 
+    async def read_frame(self, event: bytes) -> bytes:
+        """Read the streamed SSE body until a whole frame of type `event`; return it."""
+        marker = b"event: " + event + b"\r\n"
+        seen = b""
+        while True:
+            at = seen.find(marker)
+            if at >= 0:
+                end = seen.find(b"\r\n\r\n", at)
+                if end >= 0:
+                    return seen[at:end]
+            data = await self._reader.read(65536)
+            if not data:
+                raise ConnectionError(f"stream ended before a {event!r} frame")
+            seen += data
+
     async def close(self) -> None:
         self._writer.close()
         try:
