@@ -26,7 +26,8 @@ class _Channel:
     def wake(self) -> None:
         """Resolve the current generation's future and start the next one."""
         done, self.future = self.future, asyncio.get_running_loop().create_future()
-        done.set_result(None)
+        if not done.done():  # a caller may have cancelled it, against the contract
+            done.set_result(None)
 
 
 class ChannelWatch:

@@ -107,7 +107,12 @@ class AnthropicProvider:
                 "/v1/messages",
                 cast_to=anthropic.types.Message,
                 content=msgspec.json.encode({**to_params(request), "stream": True}),
-                options={"headers": {"Content-Type": "application/json"}},
+                options={  # type: ignore[typeddict-unknown-key]
+                    "headers": {"Content-Type": "application/json"},
+                    # The SDK's tracing span, as messages.create names it.
+                    "span_name": "anthropic.messages.create",
+                    "span_route": "/v1/messages",
+                },
                 stream=True,
                 stream_cls=anthropic.AsyncStream[anthropic.types.RawMessageStreamEvent],
             )

@@ -516,3 +516,16 @@ async def test_a_read_racing_a_write_never_outlives_it(store: Store) -> None:
         stop.set()
     assert seen_after and all(got >= floor for floor, got in seen_after)
     assert (await store.get_record("agent", "a")).revision == committed[-1]
+
+
+async def test_a_cancelled_commit_future_does_not_stop_delivery(store: Store) -> None:
+    """A caller that cancels the shared next-commit future (against its contract) must
+    not leave the writes of the batch that resolves it undelivered."""
+    await store.create_stream(session_record("a"))
+    async with store.watch("a") as watch:
+        future = watch.next_commit(5)
+        assert future is not None
+        future.cancel()
+        result = await asyncio.wait_for(store.append("a", events(1), expected_seq=None), 5)
+        assert result.last_seq == 1
+        await asyncio.wait_for(watch.wait(0), 5)

@@ -44,7 +44,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.dir = tempfile.TemporaryDirectory()
         self.path = str(Path(self.dir.name) / "p.db")
         # A tiny tail cache, so that reads run into its edges and evictions.
-        self.store = SQLiteStore(self.path, tail=TailCache(per_stream=3, total=5))
+        self.store = SQLiteStore(self.path, tail=TailCache(per_stream=3, total_bytes=5 * 300))
         self.portal.call(self.store.open)
         self.model: dict[str, list[bytes]] = {s: [] for s in STREAMS}
         self.keys: dict[tuple[str, str], list[bytes]] = {}
@@ -118,7 +118,7 @@ class StoreMachine(RuleBasedStateMachine):
     def reopen(self) -> None:
         """A new store on the same file: its reads start from the database alone."""
         self.portal.call(self.store.close)
-        self.store = SQLiteStore(self.path, tail=TailCache(per_stream=3, total=5))
+        self.store = SQLiteStore(self.path, tail=TailCache(per_stream=3, total_bytes=5 * 300))
         self.portal.call(self.store.open)
 
     @invariant()
