@@ -273,6 +273,7 @@ class SQLiteStore:
                 outcomes: list[Any] = self._run_batch(batch)
             except BaseException as exc:  # a bug: every caller of the batch hears of it
                 outcomes = [exc for _ in batch]
+            self._applying = None  # (so as not to keep the last op and its events alive)
             try:
                 loop.call_soon_threadsafe(self._deliver, batch, outcomes)
             except RuntimeError:
