@@ -83,9 +83,10 @@ class _Wakes:
     """What a tail waits on between reads: appends, previews, and the server's drain.
 
     The drain and preview waits are long-lived tasks reused across wakes, and an append
-    wait is the store's shared next-commit future: a wake costs no task group, no cancel
-    scope and no task (with 1,000 clients those were most of the server's CPU,
-    bench/sse_fanout.py).
+    wait is the store's shared next-commit future (waited on, never cancelled). A wait
+    registers one bound method on each and removes it after: no task group, cancel scope,
+    task, or `asyncio.wait` (its set, closure and counter) per wake; with 1,000 clients
+    those were most of the server's CPU (bench/sse_fanout.py).
     """
 
     def __init__(
@@ -95,36 +96,47 @@ class _Wakes:
         previews: MemoryObjectReceiveStream[Preview] | None,
     ) -> None:
         self._watch = watch
+        self._loop = asyncio.get_running_loop()
         self._drain = asyncio.ensure_future(draining.wait())
         self._previews = previews
         self._preview: asyncio.Future[Preview] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _wake(self, _: object) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def next(self, after_seq: int) -> int | Preview | None:
         """A sign to read again (an int), a preview, or None once the server drains."""
-        if self._drain.done():
-            return None
-        commit = self._watch.next_commit(after_seq)  # raises once the session is deleted
-        if commit is None:
-            return after_seq + 1
-        # The commit future is shared by every stream tailing this session: waited on,
-        # never cancelled, and no task of this stream's own.
-        waiting: set[asyncio.Future[object]] = {commit, self._drain}  # type: ignore[arg-type]
-        if self._previews is not None:
-            if self._preview is None:
+        while True:
+            if self._drain.done():
+                return None
+            preview = self._preview
+            if preview is not None and preview.done():
+                self._preview = None
+                try:
+                    return preview.result()
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    self._previews = None
+            commit = self._watch.next_commit(after_seq)  # raises once the session is deleted
+            if commit is None:
+                return after_seq + 1
+            if self._previews is not None and self._preview is None:
                 self._preview = asyncio.ensure_future(self._previews.receive())
-            waiting.add(self._preview)  # type: ignore[arg-type]
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if self._drain in done:
-            return None
-        if self._preview is not None and self._preview in done:
-            preview, self._preview = self._preview, None
+            sources = (commit, self._drain, self._preview)
+            self._waiter = self._loop.create_future()
+            for source in sources:
+                if source is not None:
+                    source.add_done_callback(self._wake)
             try:
-                return preview.result()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                self._previews = None
-        if commit in done:
-            return after_seq + 1
-        return await self.next(after_seq)
+                await self._waiter
+            finally:
+                for source in sources:
+                    if source is not None:
+                        source.remove_done_callback(self._wake)
+            if commit.done():
+                return after_seq + 1
 
     def close(self) -> None:
         """Stop the long-lived waits."""
