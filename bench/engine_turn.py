@@ -17,7 +17,7 @@ import anthropic
 import httpx
 
 from bench.common import ADMIN_KEY, ROOT, Figure, Results, Server, free_port, percentile
-from bench.lean_http import LeanConnection
+from bench.lean_http import LeanConnection, sessiond_turn
 
 MODEL = "claude-sonnet-5-5"
 TOOLS = [{"type": "agent_toolset_20260401"}]
@@ -115,20 +115,9 @@ async def _sessiond(url: str, concurrency: int, turns: int) -> tuple[list[float]
         try:
             for _ in range(turns):
                 started = time.perf_counter()
-                stream = await LeanConnection.open(host, port)
-                try:
-                    path = f"/v1/sessions/{session_id}/events/stream"
-                    if await stream.open_stream(path, headers) != 200:
-                        raise RuntimeError("stream: not 200")
-                    path = f"/v1/sessions/{session_id}/events"
-                    status, _ = await poster.request("POST", path, body, headers)
-                    if status != 200:
-                        raise RuntimeError(f"send: HTTP {status}")
-                    idle = await stream.read_frame(b"session.status_idle")
-                    if b'"end_turn"' not in idle:
-                        raise RuntimeError(f"turn did not end well: {idle[:300]!r}")
-                finally:
-                    await stream.close()
+                idle = await sessiond_turn(host, port, poster, session_id, body, headers)
+                if b'"end_turn"' not in idle:
+                    raise RuntimeError(f"turn did not end well: {idle[:300]!r}")
                 times.append(time.perf_counter() - started)
         finally:
             await poster.close()

@@ -60,20 +60,10 @@ class LeanConnection:
         return status, await self._reader.readexactly(length)
 
     async def open_stream(self, path: str, headers: dict[str, str] | None = None) -> int:
-        """Start a GET whose body is read with `read_until`; returns the status."""
+        """Start a GET whose body is read with `read_frame`; returns the status."""
         self._send_head("GET", path, {"Accept": "text/event-stream", **(headers or {})}, b"")
         status, _ = await self._read_head()
         return status
-
-    async def read_until(self, marker: bytes) -> bytes:
-        """Read the streamed body (raw, chunk framing included) until `marker` appears."""
-        seen = b""
-        while marker not in seen:
-            data = await self._reader.read(65536)
-            if not data:
-                raise ConnectionError(f"stream ended before {marker!r}")
-            seen = seen[-len(marker) :] + data if len(seen) > 65536 else seen + data
-        return seen
 
     async def read_frame(self, event: bytes) -> bytes:
         """Read the streamed SSE body until a whole frame of type `event`; return it."""
@@ -96,3 +86,26 @@ class LeanConnection:
             await self._writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+
+
+async def sessiond_turn(
+    host: str,
+    port: int,
+    poster: LeanConnection,
+    session_id: str,
+    body: bytes,
+    headers: dict[str, str],
+) -> bytes:
+    """One sessiond turn: open the session's stream on a new connection, post `body` (the
+    events) on `poster`, and read to the `session.status_idle` frame, which is returned."""
+    stream = await LeanConnection.open(host, port)
+    try:
+        if await stream.open_stream(f"/v1/sessions/{session_id}/events/stream", headers) != 200:
+            raise RuntimeError("sessiond stream: not 200")
+        path = f"/v1/sessions/{session_id}/events"
+        status, _ = await poster.request("POST", path, body, headers)
+        if status != 200:
+            raise RuntimeError(f"sessiond send: HTTP {status}")
+        return await stream.read_frame(b"session.status_idle")
+    finally:
+        await stream.close()

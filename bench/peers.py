@@ -34,7 +34,7 @@ import httpx
 
 from bench import append as append_bench
 from bench.common import ADMIN_KEY, ROOT, Figure, Results, Server, free_port, percentile
-from bench.lean_http import LeanConnection
+from bench.lean_http import LeanConnection, sessiond_turn
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.protocol import EventQuery, NewEvent, Record
 from sessiond.store.sqlite import SQLiteStore
@@ -314,18 +314,7 @@ async def _sd_runs(url: str, concurrency: int, runs: int) -> float:
         poster = await LeanConnection.open(host, port)
         try:
             for _ in range(per):
-                stream = await LeanConnection.open(host, port)
-                try:
-                    path = f"/v1/sessions/{session_id}/events/stream"
-                    if await stream.open_stream(path, headers) != 200:
-                        raise RuntimeError("sessiond stream: not 200")
-                    path = f"/v1/sessions/{session_id}/events"
-                    status, _ = await poster.request("POST", path, body, headers)
-                    if status != 200:
-                        raise RuntimeError(f"sessiond send: HTTP {status}")
-                    await stream.read_until(b"event: session.status_idle")
-                finally:
-                    await stream.close()
+                await sessiond_turn(host, port, poster, session_id, body, headers)
         finally:
             await poster.close()
 
