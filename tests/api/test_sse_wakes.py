@@ -38,7 +38,9 @@ async def test_departed_tails_leave_no_callbacks_and_a_commit_reaches_a_tail(
             for _ in range(30):
                 frames = tail(store, "s", after_seq=None, draining=anyio.Event(), to_wire=to_wire)
                 waiting = asyncio.ensure_future(frames.__anext__())
-                await asyncio.sleep(0.01)  # it is now waiting for a commit
+                with anyio.fail_after(5):
+                    while not shared._callbacks:  # until it waits on the commit
+                        await asyncio.sleep(0)
                 assert not waiting.done()
                 waiting.cancel()  # the client went away
                 await asyncio.gather(waiting, return_exceptions=True)
@@ -47,7 +49,6 @@ async def test_departed_tails_leave_no_callbacks_and_a_commit_reaches_a_tail(
 
             frames = tail(store, "s", after_seq=1, draining=anyio.Event(), to_wire=to_wire)
             waiting = asyncio.ensure_future(frames.__anext__())
-            await asyncio.sleep(0.01)
             await store.append("s", [NewEvent(type="user.message", data=BODY)], expected_seq=1)
             frame = await asyncio.wait_for(waiting, 5)
             assert b"event: user.message" in frame and frame.count(b"\r\n\r\n") == 1
