@@ -102,9 +102,6 @@ class TailCache:
         stop = len(entry) if limit is None else min(len(entry), start + limit)
         return [entry[i] for i in range(start, stop)]
 
-    def __len__(self) -> int:
-        return sum(len(tail.events) for tail in self._entries.values())
-
     @property
     def size(self) -> int:
         """Bytes held, as counted against the budget."""
