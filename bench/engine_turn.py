@@ -11,13 +11,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import anthropic
 import httpx
 
 from bench.common import ADMIN_KEY, ROOT, Figure, Results, Server, free_port, percentile
-from bench.lean_http import LeanConnection, sessiond_turn
+from bench.lean_http import LeanConnection, host_port, sessiond_turn
 
 MODEL = "claude-sonnet-5-5"
 TOOLS = [{"type": "agent_toolset_20260401"}]
@@ -101,9 +100,7 @@ async def _sessiond(url: str, concurrency: int, turns: int) -> tuple[list[float]
             for _ in range(concurrency)
         ]
         await _sessiond_turn(http, sessions[0])  # warm up
-    parsed = urlparse(url)
-    assert parsed.hostname is not None and parsed.port is not None
-    host, port = parsed.hostname, parsed.port
+    host, port = host_port(url)
     headers = {"x-api-key": ADMIN_KEY}
     body = json.dumps(
         {"events": [{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]}

@@ -9,6 +9,14 @@ Content-Length and chunked bodies, and nothing else. Both peers are driven by it
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlparse
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """The host and port of a `http://host:port` URL."""
+    parsed = urlparse(url)
+    assert parsed.hostname is not None and parsed.port is not None
+    return parsed.hostname, parsed.port
 
 
 class LeanConnection:

@@ -27,14 +27,13 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import anyio
 import httpx
 
 from bench import append as append_bench
 from bench.common import ADMIN_KEY, ROOT, Figure, Results, Server, free_port, percentile
-from bench.lean_http import LeanConnection, sessiond_turn
+from bench.lean_http import LeanConnection, host_port, sessiond_turn
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.protocol import EventQuery, NewEvent, Record
 from sessiond.store.sqlite import SQLiteStore
@@ -165,7 +164,7 @@ async def _lg_runs(url: str, concurrency: int, runs: int) -> float:
             (await http.post("/threads", json={})).json()["thread_id"] for _ in range(concurrency)
         ]
         await http.post(f"/threads/{threads[0]}/runs/wait", json=_lg_input())  # warm up
-    host, port = _host_port(url)
+    host, port = host_port(url)
     body = json.dumps(_lg_input()).encode()
 
     async def worker(thread_id: str, n: int) -> None:
@@ -184,12 +183,6 @@ async def _lg_runs(url: str, concurrency: int, runs: int) -> float:
     started = time.perf_counter()
     await asyncio.gather(*(worker(t, per) for t in threads))
     return per * concurrency / (time.perf_counter() - started)
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    parsed = urlparse(url)
-    assert parsed.hostname is not None and parsed.port is not None
-    return parsed.hostname, parsed.port
 
 
 async def _lg_first_event(url: str, samples: int) -> tuple[list[float], list[float]]:
@@ -306,7 +299,7 @@ async def _sd_runs(url: str, concurrency: int, runs: int) -> float:
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as http:
         sessions = await _sd_sessions(http, concurrency)
         await _sd_turn(http, sessions[0])  # warm up
-    host, port = _host_port(url)
+    host, port = host_port(url)
     body = json.dumps(_USER).encode()
     per = max(1, runs // concurrency)
 

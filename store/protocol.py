@@ -152,8 +152,9 @@ class Watch(Protocol):
     def next_commit(self, after_seq: int) -> asyncio.Future[None] | None:
         """None if the stream is already past `after_seq`; else a future that is done at
         the stream's next commit (or deletion). The future is shared by every watcher of
-        the stream: wait on it (`asyncio.wait`), never cancel it. For callers tailing many
-        streams at once: waiting costs no task of its own.
+        the stream: wait on it with a done-callback (removed after) or `asyncio.wait`,
+        never cancel it. For callers tailing many streams at once: waiting costs no task
+        of its own.
 
         Raises NotFoundError (code `session_deleted`) once the stream is deleted.
         """
