@@ -12,6 +12,7 @@ from sessiond.runtime.providers.resilience import ModelClient
 from sessiond.runtime.providers.routing import Router
 from sessiond.runtime.sessions import SessionService
 from sessiond.runtime.supervisor import Supervisor
+from sessiond.runtime.tools.workdirs import Workdirs
 from sessiond.runtime.workspaces import Workspaces
 from sessiond.store.protocol import Store, open_store
 
@@ -27,15 +28,33 @@ class Services:
         self.environments = EnvironmentService(store)
         self.router = Router(config.providers)
         self.models = ModelClient(self.router, config.retry)
-        self.engine = Engine(store, self.models, self.deltas, config.resolved_workdir_root())
-        self.supervisor = Supervisor(store, self.engine)
+        self.workdirs = Workdirs(config.resolved_workdir_root())
+        self.engine = Engine(
+            store,
+            self.models,
+            self.deltas,
+            self.workdirs,
+            max_model_requests=config.limits.max_model_requests_per_turn,
+            tool_limits=config.tool_limits,
+        )
+        self.supervisor = Supervisor(store, self.engine, sweep_s=config.recovery_sweep_s)
         self.sessions = SessionService(
             store,
             self.agents,
             self.environments,
+            self.workdirs,
             on_input=self.supervisor.notify if config.run_engine else None,
+            limits=config.limits,
         )
-        self.evals = EvalService(store, self.sessions, self.agents, self.environments, self.models)
+        self.evals = EvalService(
+            store,
+            self.sessions,
+            self.agents,
+            self.environments,
+            self.models,
+            limits=config.limits,
+            python_modules=config.python_scorer_modules,
+        )
 
     @classmethod
     async def start(cls, config: Config) -> Services:

@@ -107,6 +107,7 @@ class Server:
             **os.environ,
             "SESSIOND_DATABASE_URL": f"sqlite:///{workdir / 'sessiond.db'}",
             "SESSIOND_DATA_DIR": str(workdir),
+            "SESSIOND_WORKDIR_ROOT": str(workdir.with_name(workdir.name + "-tools")),
             "SESSIOND_API_KEY": ADMIN_KEY,
             "ANTHROPIC_API_KEY": "sk-fake",
         }

@@ -17,13 +17,13 @@ import anyio
 import msgspec
 
 from sessiond.evals.plan import AnswerBook, CasePlan
-from sessiond.evals.pricing import cost_usd
 from sessiond.evals.results import CaseResult, CaseStatus, ScoreResult
 from sessiond.evals.scorers import ScoreContext, decode_scorers, score_all
 from sessiond.evals.transcript import build_transcript
 from sessiond.runtime import events as ev
 from sessiond.runtime.cassette import MISS_PREFIX
 from sessiond.runtime.params import SendEvents
+from sessiond.runtime.pricing import cost_usd
 from sessiond.runtime.sessions import KIND, CreateSession, SessionService, session_doc
 from sessiond.runtime.usage import SpanModelUsage
 from sessiond.runtime.wire import decode_stored
@@ -200,7 +200,10 @@ class CaseRunner:
         scores: list[ScoreResult] = []
         status: CaseStatus
         if problem is None:
-            specs = decode_scorers([*case.plan.scorers, *case.extra_scorers])
+            specs = decode_scorers(
+                [*case.plan.scorers, *case.extra_scorers],
+                python_modules=self._scoring.python_modules,
+            )
             scores = await score_all(specs, transcript, self._scoring)
             status = "passed" if all(s.passed for s in scores) else "failed"
             await self._record_outcomes(session_id, events, scores)

@@ -15,12 +15,13 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import anyio
 import jsonschema
 import msgspec
 
-from sessiond.evals.pricing import Price, cost_usd
 from sessiond.evals.results import ScoreResult
 from sessiond.evals.transcript import Transcript
+from sessiond.runtime.pricing import Price, cost_usd
 from sessiond.runtime.providers import base as pb
 from sessiond.store.errors import AppError, InvalidInputError
 
@@ -117,6 +118,8 @@ class ScoreContext(msgspec.Struct, kw_only=True):
     """A `Models` (runtime/engine.py) for model-graded scorers; None disables them."""
     pricing: Mapping[str, Price] = {}
     grader_model: str | None = None
+    python_modules: frozenset[str] | None = None
+    """Modules `python` scorers may come from; None allows any (the local CLI)."""
 
 
 def _flags(letters: str) -> int:
@@ -129,7 +132,7 @@ def _flags(letters: str) -> int:
     return value
 
 
-def _check(spec: ScorerSpec, where: str) -> None:
+def _check(spec: ScorerSpec, where: str, python_modules: frozenset[str] | None) -> None:
     if isinstance(spec, Regex):
         try:
             re.compile(spec.pattern, _flags(spec.flags))
@@ -151,9 +154,24 @@ def _check(spec: ScorerSpec, where: str) -> None:
         if spec.value is None and not spec.values:
             raise InvalidInputError(f"{where}: contains needs value or values")
     elif isinstance(spec, PythonScorer):
+        _require_allowed(spec.callable, where, python_modules)
         _load_callable(spec.callable, where)
     elif isinstance(spec, Rubric) and not 0 <= spec.pass_threshold <= 1:
         raise InvalidInputError(f"{where}: pass_threshold must be within [0, 1]")
+
+
+def _require_allowed(path: str, where: str, modules: frozenset[str] | None) -> None:
+    """Refuse a callable outside the allowed modules, before anything is imported: naming
+    any importable callable over HTTP ran arbitrary code in the server (`sys:exit`)."""
+    if modules is None:
+        return
+    module_name = path.partition(":")[0]
+    if not any(module_name == m or module_name.startswith(m + ".") for m in modules):
+        raise InvalidInputError(
+            f"{where}: python scorers run on this server only from the modules its operator "
+            f"allows (SESSIOND_PYTHON_SCORER_MODULES); {module_name!r} is not one of them",
+            code="python_scorer_not_allowed",
+        )
 
 
 def _load_callable(path: str, where: str = "python") -> Callable[[Transcript], Any]:
@@ -171,8 +189,17 @@ def _load_callable(path: str, where: str = "python") -> Callable[[Transcript], A
     return target  # type: ignore[no-any-return]
 
 
-def decode_scorers(raw: bytes | Sequence[Any], where: str = "scorers") -> list[ScorerSpec]:
-    """Decode and check scorer specs; any problem is an InvalidInputError naming it."""
+def decode_scorers(
+    raw: bytes | Sequence[Any],
+    where: str = "scorers",
+    *,
+    python_modules: frozenset[str] | None = None,
+) -> list[ScorerSpec]:
+    """Decode and check scorer specs; any problem is an InvalidInputError naming it.
+
+    `python_modules` bounds where `python` scorers may come from (None: anywhere, for the
+    local CLI; the server passes its operator's allow-list, empty by default).
+    """
     try:
         if isinstance(raw, bytes | bytearray):
             specs = _decode_list(raw)
@@ -181,7 +208,7 @@ def decode_scorers(raw: bytes | Sequence[Any], where: str = "scorers") -> list[S
     except msgspec.ValidationError as exc:
         raise InvalidInputError(f"{where}: {exc}", code="invalid_scorer") from exc
     for index, spec in enumerate(specs):
-        _check(spec, f"{where}[{index}]")
+        _check(spec, f"{where}[{index}]", python_modules)
     return specs
 
 
@@ -282,7 +309,9 @@ async def score(spec: ScorerSpec, transcript: Transcript, context: ScoreContext)
             took = transcript.latency_s
             return _result(spec, took <= spec.seconds, f"{took:.3f}s (max {spec.seconds:g}s)")
         case PythonScorer():
-            return _call_python(spec, transcript)
+            _require_allowed(spec.callable, "python", context.python_modules)
+            # In a worker thread: the user's code must not block the server's loop.
+            return await anyio.to_thread.run_sync(_call_python, spec, transcript)
         case Rubric():
             return await _grade(spec, transcript, context)
     raise AssertionError(f"unhandled scorer {spec!r}")
@@ -291,7 +320,10 @@ async def score(spec: ScorerSpec, transcript: Transcript, context: ScoreContext)
 def _call_python(spec: PythonScorer, transcript: Transcript) -> ScoreResult:
     try:
         value = _load_callable(spec.callable)(transcript)
-    except Exception as exc:  # the user's code: its failure is a failed verdict
+    except BaseException as exc:
+        # The user's code: whatever it raises (SystemExit and KeyboardInterrupt included;
+        # it runs in a worker thread, so no cancellation of ours can land here) is a
+        # failed verdict, never something that reaches the server.
         return _result(spec, False, f"{spec.callable} raised {type(exc).__name__}: {exc}")
     if isinstance(value, ScoreResult):
         return value

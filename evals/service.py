@@ -11,34 +11,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from sessiond.evals.plan import CasePlan, plan_from_log
-from sessiond.evals.pricing import Price
 from sessiond.evals.results import CaseResult
 from sessiond.evals.runner import AgentRef, CaseRun, CaseRunner
 from sessiond.evals.scorers import ScoreContext, decode_scorers
 from sessiond.evals.suite import parse_suite
+from sessiond.runtime.agent_config import check_metadata
 from sessiond.runtime.agents import AgentService
 from sessiond.runtime.engine import Models
 from sessiond.runtime.environments import CreateEnvironment, EnvironmentService
+from sessiond.runtime.limits import Limits, Title, VersionNumber
 from sessiond.runtime.ownership import owned_record
+from sessiond.runtime.pricing import Price
 from sessiond.runtime.sessions import KIND as SESSION_KIND
 from sessiond.runtime.sessions import SessionService, session_doc
 from sessiond.runtime.wire import decode_stored
 from sessiond.store.clock import new_id, now_ts
-from sessiond.store.errors import InvalidInputError
+from sessiond.store.errors import InvalidInputError, UnavailableError
 from sessiond.store.protocol import NewEvent, Record, RecordQuery, Store, StoredEvent
 
 log = logging.getLogger("sessiond.evals")
 
 KIND = "eval_run"
 RunStatus = Literal["running", "completed", "cancelled", "failed"]
-MAX_CASE_RUNS = 10_000
 _ENV_NAME = "sessiond-evals"
 
 
@@ -47,12 +48,12 @@ class SessionSelection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
     session_ids: list[str] = []
     agent_id: str | None = None
-    agent_version: int | None = None
+    agent_version: VersionNumber | None = None
     created_gte: str | None = None
     created_lte: str | None = None
     metadata: dict[str, str] = {}
     """Every pair must be in the session's metadata."""
-    limit: int = 100
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
 
 
 class StartEval(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -65,7 +66,7 @@ class StartEval(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     sessions: SessionSelection | None = None
     """Re-run recorded sessions instead of a suite."""
     agent_id: str | None = None
-    versions: list[int] = []
+    versions: list[VersionNumber] = []
     """Agent versions to run every case on; empty: the latest (suite) or, for re-runs
     without `agent_id`, each recording's own pinned snapshot."""
     repeats: int | None = None
@@ -75,9 +76,9 @@ class StartEval(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     environment_id: str | None = None
     scorers: list[dict[str, Any]] = []
     """Applied to every case, after the case's own."""
-    timeout_s: float = 300.0
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 300.0
     grader_model: str | None = None
-    title: str | None = None
+    title: Title | None = None
     metadata: dict[str, str] = {}
 
 
@@ -237,12 +238,18 @@ class EvalService:
         agents: AgentService,
         environments: EnvironmentService,
         models: Models | None,
+        *,
+        limits: Limits | None = None,
+        python_modules: frozenset[str] = frozenset(),
     ) -> None:
         self._store = store
         self._sessions = sessions
         self._agents = agents
         self._environments = environments
         self._models = models
+        self._limits = limits or Limits()
+        self._python_modules = python_modules
+        """Where `python` scorers sent over HTTP may come from (the operator's allow-list)."""
         self._tg: TaskGroup | None = None
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._done: dict[str, anyio.Event] = {}
@@ -279,17 +286,21 @@ class EvalService:
 
     async def start(self, workspace_id: str, params: StartEval) -> EvalRun:
         """Validate everything, write the run, then start it (nothing is written on a 400)."""
+        if self._tg is None:
+            raise UnavailableError(
+                "eval runs need the engine, which this server does not run (SESSIOND_RUN_ENGINE)",
+                code="engine_not_running",
+            )
         if not 1 <= params.concurrency <= 64:
             raise InvalidInputError("concurrency: must be between 1 and 64")
         if params.repeats is not None and not 1 <= params.repeats <= 100:
             raise InvalidInputError("repeats: must be between 1 and 100")
-        if params.timeout_s <= 0:
-            raise InvalidInputError("timeout_s: must be positive")
+        check_metadata(params.metadata)
         sources = [params.suite is not None, params.suite_from is not None, bool(params.sessions)]
         if sum(sources) != 1:
             raise InvalidInputError("give exactly one of suite, suite_from and sessions")
         extra = list(params.scorers)
-        decode_scorers(extra)
+        decode_scorers(extra, python_modules=self._python_modules)
         pricing: dict[str, Price] = {}
         suite_agent: str | None = None
         if params.sessions is not None:
@@ -304,7 +315,7 @@ class EvalService:
             suite_agent = earlier.agents[0].id if earlier.agents else None
         else:
             assert params.suite is not None
-            suite = parse_suite(params.suite)
+            suite = parse_suite(params.suite, python_modules=self._python_modules)
             plans = [_plan_from_case(case, suite) for case in suite.cases]
             pricing = dict(getattr(suite, "pricing", None) or {})
             suite_agent = getattr(suite, "agent", None)
@@ -316,8 +327,12 @@ class EvalService:
             raise InvalidInputError("the run has no cases", code="no_cases")
         agents = await self._agent_refs(workspace_id, params, suite_agent)
         total = sum(p.repeats for p in plans) * len(agents)
-        if total > MAX_CASE_RUNS:
-            raise InvalidInputError(f"the run has {total} case runs; at most {MAX_CASE_RUNS}")
+        if total > self._limits.max_eval_cases:
+            raise InvalidInputError(
+                f"the run has {total} case runs (cases x versions x repeats); this server "
+                f"allows at most {self._limits.max_eval_cases} (SESSIOND_MAX_EVAL_CASES)",
+                code="too_many_cases",
+            )
         environment_id = params.environment_id or await self._environment(workspace_id, plans)
         await self._environments.require_usable(workspace_id, environment_id)
         now = now_ts()
@@ -432,7 +447,12 @@ class EvalService:
         runner = CaseRunner(
             self._store,
             self._sessions,
-            ScoreContext(models=self._models, pricing=doc.pricing, grader_model=doc.grader_model),
+            ScoreContext(
+                models=self._models,
+                pricing=doc.pricing,
+                grader_model=doc.grader_model,
+                python_modules=self._python_modules,
+            ),
         )
         for session_id in orphans:  # cases cut off by a restart run again from the start
             await runner.interrupt(workspace_id, session_id)

@@ -27,8 +27,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from sessiond.evals.pricing import Price
 from sessiond.evals.scorers import ScorerSpec, decode_scorers
+from sessiond.runtime.pricing import Price
 from sessiond.store.errors import InvalidInputError
 
 
@@ -88,8 +88,14 @@ class Suite(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     scorers: list[ScorerSpec] = []
 
 
-def parse_suite(data: bytes | str | dict[str, Any], *, fmt: str = "json") -> Suite:
-    """A suite from JSON or YAML text, or from an already-parsed object."""
+def parse_suite(
+    data: bytes | str | dict[str, Any],
+    *,
+    fmt: str = "json",
+    python_modules: frozenset[str] | None = None,
+) -> Suite:
+    """A suite from JSON or YAML text, or from an already-parsed object (`python_modules`:
+    see `decode_scorers`)."""
     if isinstance(data, bytes | str):
         try:
             loaded = yaml.safe_load(data) if fmt == "yaml" else msgspec.json.decode(data)
@@ -102,12 +108,14 @@ def parse_suite(data: bytes | str | dict[str, Any], *, fmt: str = "json") -> Sui
     raw_cases = loaded.get("cases")
     if not isinstance(raw_cases, list) or not raw_cases:
         raise InvalidInputError("suite: `cases` must be a non-empty list")
-    decode_scorers(loaded.get("scorers") or [], "suite.scorers")
+    decode_scorers(loaded.get("scorers") or [], "suite.scorers", python_modules=python_modules)
     for index, raw in enumerate(raw_cases):
         label = raw.get("id") if isinstance(raw, dict) else None
         where = f"cases[{index}]" + (f" ({label})" if label else "")
         if isinstance(raw, dict):
-            decode_scorers(raw.get("scorers") or [], f"{where}.scorers")
+            decode_scorers(
+                raw.get("scorers") or [], f"{where}.scorers", python_modules=python_modules
+            )
     try:
         suite = msgspec.convert(loaded, Suite)
     except msgspec.ValidationError as exc:

@@ -7,7 +7,7 @@ own, in the same transaction (`save_record(record, version=…)`), so "latest" a
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 
@@ -29,6 +29,7 @@ from sessiond.runtime.agent_config import (
     resolve_skills,
     resolve_tools,
 )
+from sessiond.runtime.limits import Description, Name, SystemPrompt, VersionNumber
 from sessiond.runtime.ownership import owned_record
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
@@ -37,7 +38,6 @@ from sessiond.store.protocol import Record, RecordQuery, Store, Version
 KIND = "agent"
 _UPDATE_RETRIES = 10
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 SkillRef = AnthropicSkillParams | CustomSkillParams
 
 
@@ -46,8 +46,8 @@ class CreateAgent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     name: Name
     model: str | ModelParams
-    description: str | None = None
-    system: str | None = None
+    description: Description | None = None
+    system: SystemPrompt | None = None
     tools: list[ToolParams] = []
     mcp_servers: list[MCPServer] = []
     skills: list[SkillRef] = []
@@ -61,15 +61,15 @@ class UpdateAgent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     name: Name | msgspec.UnsetType = msgspec.UNSET
     model: str | ModelParams | msgspec.UnsetType = msgspec.UNSET
-    description: str | None | msgspec.UnsetType = msgspec.UNSET
-    system: str | None | msgspec.UnsetType = msgspec.UNSET
+    description: Description | None | msgspec.UnsetType = msgspec.UNSET
+    system: SystemPrompt | None | msgspec.UnsetType = msgspec.UNSET
     tools: list[ToolParams] | None | msgspec.UnsetType = msgspec.UNSET
     mcp_servers: list[MCPServer] | None | msgspec.UnsetType = msgspec.UNSET
     skills: list[SkillRef] | None | msgspec.UnsetType = msgspec.UNSET
     metadata: dict[str, str | None] | msgspec.UnsetType = msgspec.UNSET
     execution_identity: ExecutionIdentity | None | msgspec.UnsetType = msgspec.UNSET
     multiagent: MultiagentConfig | None | msgspec.UnsetType = msgspec.UNSET
-    version: Annotated[int, msgspec.Meta(ge=1)] | msgspec.UnsetType = msgspec.UNSET
+    version: VersionNumber | msgspec.UnsetType = msgspec.UNSET
 
 
 class Agent(msgspec.Struct, kw_only=True):
@@ -116,7 +116,7 @@ class AgentRef(
     """`{"type": "agent", "id", "version"?}`."""
 
     id: str
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    version: VersionNumber | None = None
 
 
 class AgentWithOverrides(
@@ -129,9 +129,9 @@ class AgentWithOverrides(
     """A reference plus per-session replacements (the agent itself is unchanged)."""
 
     id: str
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    version: VersionNumber | None = None
     model: str | ModelParams | msgspec.UnsetType = msgspec.UNSET
-    system: str | None | msgspec.UnsetType = msgspec.UNSET
+    system: SystemPrompt | None | msgspec.UnsetType = msgspec.UNSET
     tools: list[ToolParams] | msgspec.UnsetType = msgspec.UNSET
     mcp_servers: list[MCPServer] | msgspec.UnsetType = msgspec.UNSET
     skills: list[SkillRef] | msgspec.UnsetType = msgspec.UNSET

@@ -27,25 +27,31 @@ from sessiond.runtime.content import TextBlock
 from sessiond.runtime.context import build_request
 from sessiond.runtime.deltas import DeltaHub, Preview
 from sessiond.runtime.error_objects import (
+    BillingErrorObject,
     ModelOverloadedErrorObject,
     ModelRateLimitedErrorObject,
     ModelRequestFailedErrorObject,
     RetryStatusExhausted,
     RetryStatusRetrying,
+    ToolUseLimitReachedErrorObject,
     UnknownErrorObject,
 )
+from sessiond.runtime.pricing import cost_micro_usd, price_of
 from sessiond.runtime.providers import base as pb
-from sessiond.runtime.sessions import KIND, project_session, session_doc
-from sessiond.runtime.tools.toolset import run_tool
+from sessiond.runtime.sessions import KIND, SessionDoc, project_session, session_doc
+from sessiond.runtime.tools.toolset import ToolLimits, run_tool
+from sessiond.runtime.tools.workdirs import Workdirs
 from sessiond.runtime.turns import (
+    MAX_MODEL_REQUESTS_PER_TURN,
     AwaitAction,
     CallModel,
     DenyTools,
     EndTurn,
     RunTools,
+    Step,
     plan,
 )
-from sessiond.runtime.usage import SpanModelUsage
+from sessiond.runtime.usage import BudgetLimit, MonetaryAmount, SessionUsageSnapshot, SpanModelUsage
 from sessiond.runtime.wire import decode_stored, encode_body, encode_preview
 from sessiond.store.clock import new_id
 from sessiond.store.errors import AppError, ConflictError
@@ -142,12 +148,26 @@ class _LogCache:
 class Engine:
     """Drives sessions; one `drive` per session at a time (the Supervisor sees to that)."""
 
-    def __init__(self, store: Store, models: Models, deltas: DeltaHub, workdir_root: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        models: Models,
+        deltas: DeltaHub,
+        workdirs: Workdirs,
+        *,
+        max_model_requests: int = MAX_MODEL_REQUESTS_PER_TURN,
+        tool_limits: ToolLimits | None = None,
+    ) -> None:
         self._store = store
         self._models = models
         self._deltas = deltas
-        self._workdir_root = workdir_root
+        self._workdirs = workdirs
+        self._max_model_requests = max_model_requests
+        self._tool_limits = tool_limits or ToolLimits()
         self._logs = _LogCache()
+
+    def _plan(self, events: Sequence[ev.EventBase], tools: AgentTools) -> Step:
+        return plan(events, tools=tools, max_model_requests=self._max_model_requests)
 
     async def _append(
         self, session_id: str, events: Sequence[ev.EventBase], *, planned_at: int | None = None
@@ -195,6 +215,8 @@ class Engine:
     async def drive(self, session_id: str) -> None:
         """Run steps until the session rests or waits on its client."""
         doc = session_doc(await self._store.get_record(KIND, session_id))
+        if doc.inert:
+            return  # an imported recording: nothing runs until its owner sends to it
         tools = agent_tools(bytes(doc.agent))
         models = self._models
         if doc.cassette_of is not None:
@@ -202,21 +224,24 @@ class Engine:
         self._logs.get(session_id).current = False  # input may have come since: read it
         for _ in range(MAX_STEPS_PER_DRIVE):
             events = await self._current(session_id)
-            step = plan(events)
+            planned_at = self._logs.get(session_id).last_seq
+            step = self._plan(events, tools)
             if isinstance(step, CallModel):
-                await self._call_model(session_id, tools, events, models, [])
+                await self._call_model(session_id, doc, tools, events, models, [])
             elif isinstance(step, RunTools):
                 for i, call in enumerate(step.calls):
-                    outcome = await run_tool(call.name, dict(call.input), self._workdir(session_id))
+                    outcome = await run_tool(
+                        call.name, dict(call.input), self._workdir(session_id), self._tool_limits
+                    )
                     result = ev.AgentToolResult(
                         tool_use_id=call.id,
                         content=[TextBlock(text=outcome.text)],
                         is_error=outcome.is_error,
                     )
                     last = i == len(step.calls) - 1
-                    if last and isinstance(plan([*events, result]), CallModel):
+                    if last and isinstance(self._plan([*events, result], tools), CallModel):
                         # The last result and the model call it leads to: one commit.
-                        await self._call_model(session_id, tools, events, models, [result])
+                        await self._call_model(session_id, doc, tools, events, models, [result])
                     else:
                         await self._append(session_id, [result])
                         events = await self._current(session_id)
@@ -226,7 +251,7 @@ class Engine:
                         tool_use_id=call.id,
                         content=[
                             TextBlock(
-                                text=f"The user denied this tool call: {reason}"
+                                text=f"This tool call was refused: {reason}"
                                 if reason
                                 else "The user denied this tool call."
                             )
@@ -241,20 +266,40 @@ class Engine:
                     idle = ev.SessionStatusIdle(
                         stop_reason=ev.RequiresAction(event_ids=step.event_ids)
                     )
-                    await self._append(session_id, [idle])
+                    # Guarded like every idle: input that landed since was not planned for.
+                    if not await self._append(session_id, [idle], planned_at=planned_at):
+                        continue
                 return
             elif isinstance(step, EndTurn):
-                await self._append(session_id, [ev.SessionStatusIdle(stop_reason=ev.EndTurn())])
+                closing: list[ev.EventBase] = []
+                if step.error is not None:
+                    error = ToolUseLimitReachedErrorObject(
+                        message=step.error, retry_status=RetryStatusExhausted()
+                    )
+                    closing.append(ev.SessionError(error=error))
+                closing.append(ev.SessionStatusIdle(stop_reason=_stop_reason(step.stop_reason)))
+                if not await self._append(session_id, closing, planned_at=planned_at):
+                    continue
                 return
             else:
                 return
         log.error("session %s: step limit reached; ending the turn", session_id)
-        await self._append(session_id, [ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted())])
+        error = UnknownErrorObject(
+            message=f"the engine took {MAX_STEPS_PER_DRIVE} steps in one drive; turn stopped",
+            retry_status=RetryStatusExhausted(),
+        )
+        await self._append(
+            session_id,
+            [ev.SessionError(error=error), ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted())],
+        )
 
     async def has_work(self, session_id: str) -> bool:
         """Whether planning the log now gives a step the engine would take."""
+        doc = session_doc(await self._store.get_record(KIND, session_id))
+        if doc.inert:
+            return False
         self._logs.get(session_id).current = False
-        step = plan(await self._current(session_id))
+        step = self._plan(await self._current(session_id), agent_tools(bytes(doc.agent)))
         if isinstance(step, AwaitAction):
             return not step.already_announced
         return isinstance(step, CallModel | RunTools | DenyTools | EndTurn)
@@ -287,6 +332,7 @@ class Engine:
     async def _call_model(
         self,
         session_id: str,
+        doc: SessionDoc,
         tools: AgentTools,
         events: list[ev.EventBase],
         models: Models,
@@ -304,6 +350,13 @@ class Engine:
         seen = [*events, *before_start]
         running = [] if _status(seen) == "running" else [ev.SessionStatusRunning()]
         request = build_request(tools, seen)
+        spent = _spent_micro_usd(seen)
+        if doc.budget is not None:
+            refusal = _budget_refusal(doc.budget, spent, request.model)
+            if refusal is not None:
+                # The turn stops before the request: nothing is spent past the budget.
+                await self._append(session_id, [*before_start, *refusal])
+                return
         start = ev.SpanModelRequestStart(id=new_id("sevt"))
         opening = [*before_start, *running, start]
         if not await self._append(session_id, opening, planned_at=planned_at):
@@ -368,24 +421,30 @@ class Engine:
             if isinstance(block, pb.ToolUseBlock):
                 call = tools.classify(block.name, dict(block.input))
                 out.append(msgspec.structs.replace(call, id=new_id("sevt")))
-        out.append(
-            ev.SpanModelRequestEnd(
-                model_request_start_id=start.id, model_usage=_usage(response.usage)
-            )
-        )
+        usage = _usage(response.usage)
+        out.append(ev.SpanModelRequestEnd(model_request_start_id=start.id, model_usage=usage))
+        if doc.budget is not None:
+            cost = cost_micro_usd(response.model or request.model, usage)
+            total = spent + (cost or 0)
+            out.append(_usage_snapshot(doc.budget, total))
+            over = _budget_refusal(doc.budget, total, response.model or request.model)
+            if over is not None:
+                # This response is kept (it was paid for); the turn ends with it.
+                await self._append(session_id, [*out, *over])
+                return
         if response.stop_reason == "refusal":
             out.append(ev.SessionStatusIdle(stop_reason=ev.Refusal()))
         else:
             # The turn ends here unless input came meanwhile: end it in the same commit.
             cached = self._logs.get(session_id)
-            if isinstance(plan([*cached.events, *out]), EndTurn):
+            if self._plan([*cached.events, *out], tools) == EndTurn():
                 ended = [*out, ev.SessionStatusIdle(stop_reason=ev.EndTurn())]
                 if await self._append(session_id, ended, planned_at=cached.last_seq):
                     return
         await self._append(session_id, out)
 
     def _workdir(self, session_id: str) -> Path:
-        return self._workdir_root / session_id
+        return self._workdirs.path(session_id)
 
 
 def _status(events: Sequence[ev.EventBase]) -> str:
@@ -399,3 +458,45 @@ def _status(events: Sequence[ev.EventBase]) -> str:
         if isinstance(event, ev.SessionStatusTerminated):
             return "terminated"
     return "idle"
+
+
+def _stop_reason(name: str) -> ev.StopReason:
+    if name == "retries_exhausted":
+        return ev.RetriesExhausted()
+    return ev.EndTurn()
+
+
+def _spent_micro_usd(events: Sequence[ev.EventBase]) -> int:
+    """The session's exact list cost so far: the last `session.usage` that carries it."""
+    for event in reversed(events):
+        if isinstance(event, ev.SessionUsage) and event.list_cost_micro_usd is not None:
+            return event.list_cost_micro_usd
+    return 0
+
+
+def _usage_snapshot(budget: BudgetLimit, total_micro_usd: int) -> ev.SessionUsage:
+    """A `session.usage` carrying the list cost (whole cents, rounded up) and its budget."""
+    cents = -(-total_micro_usd // 10_000)
+    return ev.SessionUsage(
+        usage=SessionUsageSnapshot(list_cost=MonetaryAmount(amount=str(cents), currency="USD")),
+        budget=budget,
+        list_cost_micro_usd=total_micro_usd,
+    )
+
+
+def _budget_refusal(
+    budget: BudgetLimit, spent_micro_usd: int, model: str
+) -> list[ev.EventBase] | None:
+    """The closing events when the budget stops the turn (`budget_reached`), else None."""
+    limit_micro_usd = int(budget.max_list_cost.amount) * 10_000
+    if price_of(model) is None:
+        message = f"model {model!r} has no list price, so the session's budget cannot be kept"
+    elif spent_micro_usd >= limit_micro_usd:
+        message = (
+            f"the session's list cost (${spent_micro_usd / 1_000_000:.6f}) reached its budget "
+            f"(${limit_micro_usd / 1_000_000:.2f})"
+        )
+    else:
+        return None
+    error = BillingErrorObject(message=message, retry_status=RetryStatusExhausted())
+    return [ev.SessionError(error=error), ev.SessionStatusIdle(stop_reason=ev.BudgetReached())]

@@ -6,11 +6,12 @@ Timestamps are plain strings on this object in the SDK; ours are canonical RFC 3
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 
 from sessiond.runtime.agent_config import check_metadata, patch_metadata
+from sessiond.runtime.limits import Description, Name
 from sessiond.runtime.ownership import owned_record
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError
@@ -18,8 +19,6 @@ from sessiond.store.protocol import Record, RecordQuery, Store
 
 KIND = "environment"
 _RETRIES = 10
-
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
 class _Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -103,7 +102,7 @@ class CreateEnvironment(_Params):
 
     name: Name
     config: ConfigParams | None = None
-    description: str | None = None
+    description: Description | None = None
     metadata: dict[str, str] = {}
     scope: Literal["organization", "account"] | None = None
 
@@ -113,7 +112,7 @@ class UpdateEnvironment(_Params):
 
     name: Name | msgspec.UnsetType = msgspec.UNSET
     config: ConfigParams | msgspec.UnsetType = msgspec.UNSET
-    description: str | None | msgspec.UnsetType = msgspec.UNSET
+    description: Description | None | msgspec.UnsetType = msgspec.UNSET
     metadata: dict[str, str | None] | None | msgspec.UnsetType = msgspec.UNSET
     scope: Literal["organization", "account"] | None | msgspec.UnsetType = msgspec.UNSET
 

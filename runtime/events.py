@@ -391,6 +391,9 @@ class SessionUsage(EventBase, tag="session.usage", frozen=True, kw_only=True):
     usage: SessionUsageSnapshot
     budget: BudgetLimit | None = None
     """The budget at snapshot time; null when the session has none."""
+    list_cost_micro_usd: int | None = None
+    """Our extension: the exact list cost so far in millionths of a dollar (`usage.list_cost`
+    is in whole cents, rounded up), so that the sum over many requests loses nothing."""
 
 
 class SessionThreadCreated(EventBase, tag="session.thread_created", frozen=True, kw_only=True):
@@ -607,6 +610,16 @@ UserEvent = (
     | SystemMessage
 )
 """What a client's send becomes once accepted (the echo)."""
+
+INPUT_EVENTS = (
+    UserMessage,
+    SystemMessage,
+    UserCustomToolResult,
+    UserToolResult,
+    UserToolConfirmation,
+    UserDefineOutcome,
+)
+"""Client events that ask the engine for a step (every client event but an interrupt)."""
 
 SessionEvent = (
     UserMessage

@@ -22,7 +22,13 @@ Decisions where the contract leaves room:
    event's time) to the last event. Both stop at the last event: a reader that wants them
    "as of now" extends them itself. Times are summed in integer microseconds, so the
    result does not depend on how the log was split.
-4. **Outcome evaluations**: one entry per `user.define_outcome`; `pending` until the session
+4. **Unanswered input** (`input_pending`): set by client input (a message, a tool result
+   or confirmation, an outcome); cleared by what shows the engine took it up: a model
+   request's start, a `session.status_idle`, an interrupt, termination. The engine plans
+   each of those from a log that already held the input (their appends are guarded by
+   the seq they were planned from), so a session idle with input pending has input no
+   step ever saw. The projection marks it due (`Record.due`), and recovery drives it.
+5. **Outcome evaluations**: one entry per `user.define_outcome`; `pending` until the session
    next runs, then `running`, `evaluating` during a grading span, and afterwards the
    grader's latest verdict (`completed_at` set once it is terminal).
 """
@@ -104,6 +110,11 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True):
     """When the current `running` spell began; None unless running."""
     active_us: int = 0
     """Microseconds spent running in spells that have ended."""
+    input_pending: bool = False
+    """Client input arrived that no engine step has taken up yet (see 4. above)."""
+    list_cost_micro_usd: int = 0
+    """The exact list cost so far (millionths of a dollar): `usage.list_cost` is rounded
+    up to cents, and a budget compares against this."""
 
 
 def fold(state: SessionState, event: ev.SessionEvent) -> SessionState:
@@ -129,8 +140,20 @@ def fold_all(state: SessionState, events: Iterable[ev.SessionEvent]) -> SessionS
 # -- private helpers ----------------------------------------------------------------------
 
 
+_TAKES_UP_INPUT = (
+    ev.SpanModelRequestStart,
+    ev.SessionStatusIdle,
+    ev.UserInterrupt,
+    ev.SessionStatusTerminated,
+)
+
+
 def _apply(state: SessionState, event: ev.SessionEvent, at: str | None) -> SessionState:
     replace = msgspec.structs.replace
+    if isinstance(event, ev.INPUT_EVENTS):
+        state = replace(state, input_pending=True)
+    elif isinstance(event, _TAKES_UP_INPUT) and state.input_pending:
+        state = replace(state, input_pending=False)
     match event:
         case ev.SessionStatusRunning() if state.status != "terminated":
             outcomes = [
@@ -161,6 +184,8 @@ def _apply(state: SessionState, event: ev.SessionEvent, at: str | None) -> Sessi
                 for name in snapshot.__struct_fields__
                 if (value := getattr(snapshot, name)) is not None
             }
+            if event.list_cost_micro_usd is not None:
+                state = replace(state, list_cost_micro_usd=event.list_cost_micro_usd)
             return replace(state, usage=replace(state.usage, **carried))
         case ev.SpanModelRequestEnd(model_usage=usage):
             return replace(state, usage=_add_usage(state.usage, usage))

@@ -8,6 +8,7 @@ never disagrees with the log.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
@@ -16,12 +17,15 @@ from sessiond.runtime import events as ev
 from sessiond.runtime.agents import AgentService, SessionAgent
 from sessiond.runtime.environments import EnvironmentService, SelfHostedConfig
 from sessiond.runtime.fold import OutcomeEvaluation, SessionState, fold_all
+from sessiond.runtime.limits import Limits, Title
+from sessiond.runtime.log_check import check_log
 from sessiond.runtime.ownership import owned_record
 from sessiond.runtime.params import SendEvents, validate_initial_events, validate_send
+from sessiond.runtime.tools.workdirs import Workdirs
 from sessiond.runtime.usage import BudgetLimit
 from sessiond.runtime.wire import decode_event, decode_stored, encode_body
 from sessiond.store.clock import new_id, now_ts
-from sessiond.store.errors import ConflictError, InvalidInputError
+from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
 from sessiond.store.protocol import (
     AppendResult,
     NewEvent,
@@ -45,7 +49,7 @@ class CreateSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     initial_events: list[msgspec.Raw] = []
     metadata: dict[str, str] = {}
     resources: list[msgspec.Raw] = []
-    title: str | None = None
+    title: Title | None = None
     vault_ids: list[str] = []
 
 
@@ -59,7 +63,7 @@ class SessionAgentPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 class UpdateSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`POST /v1/sessions/{id}` body (absent = keep, null = clear where allowed)."""
 
-    title: str | None | msgspec.UnsetType = msgspec.UNSET
+    title: Title | None | msgspec.UnsetType = msgspec.UNSET
     metadata: dict[str, str | None] | None | msgspec.UnsetType = msgspec.UNSET
     agent: SessionAgentPatch | msgspec.UnsetType = msgspec.UNSET
     budget: BudgetLimit | None | msgspec.UnsetType = msgspec.UNSET
@@ -91,6 +95,9 @@ class SessionDoc(msgspec.Struct, kw_only=True):
     initial: SessionState | None = None
     """The state before the first event (title, metadata, created_at): what a replay folds
     the log onto to reproduce `state` (None on records written before it was kept)."""
+    inert: bool = False
+    """An imported recording: the engine runs nothing in it (whatever its log ends with)
+    until its owner sends an event to it."""
 
 
 class Session(msgspec.Struct, kw_only=True):
@@ -124,7 +131,7 @@ class ForkSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The last event to copy; None copies the whole log."""
     agent: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     """Another agent version to continue with: an id or `{type: "agent", id, version}`."""
-    title: str | None = None
+    title: Title | None = None
     metadata: dict[str, str] | None = None
     """Replaces the original's metadata (kept when absent)."""
 
@@ -133,7 +140,7 @@ class ExportedSession(msgspec.Struct, kw_only=True):
     """The parts of an exported session object that an import keeps."""
 
     agent: dict[str, object]
-    title: str | None = None
+    title: Title | None = None
     metadata: dict[str, str] = {}
 
 
@@ -143,6 +150,9 @@ class ImportSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     environment_id: str
     session: ExportedSession
     events: list[msgspec.Raw]
+    agent: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    """The agent of this workspace to pin (an id or `{type: "agent", id, version}`); by
+    default the exported session's agent id and version, which must be one of ours."""
 
 
 class SessionDeleted(msgspec.Struct, kw_only=True):
@@ -168,6 +178,15 @@ def _tags(doc: SessionDoc, agent_id: str, agent_version: int) -> dict[str, str]:
 
 def project_session(record: Record, stored: Sequence[StoredEvent]) -> Record:
     """Fold new events into the session record (runs inside the append transaction)."""
+    return _project(record, stored, wakes=False)
+
+
+def project_client_input(record: Record, stored: Sequence[StoredEvent]) -> Record:
+    """`project_session` for a client's send: it also wakes an imported (inert) session."""
+    return _project(record, stored, wakes=True)
+
+
+def _project(record: Record, stored: Sequence[StoredEvent], *, wakes: bool) -> Record:
     doc = _decode_doc(record.data)
     new_agent = doc.agent
     events = [decode_stored(s) for s in stored]
@@ -175,11 +194,22 @@ def project_session(record: Record, stored: Sequence[StoredEvent]) -> Record:
         if isinstance(event, ev.SessionUpdated) and event.agent is not msgspec.UNSET:
             new_agent = msgspec.Raw(msgspec.json.encode(event.agent))
     state = fold_all(doc.state, events)
-    doc = msgspec.structs.replace(doc, state=state, agent=new_agent)
+    doc = msgspec.structs.replace(doc, state=state, agent=new_agent, inert=doc.inert and not wakes)
     tags = {**record.tags, "status": state.status}
     return msgspec.structs.replace(
-        record, data=_encode(doc), tags=tags, updated_at=state.updated_at or record.updated_at
+        record,
+        data=_encode(doc),
+        tags=tags,
+        updated_at=state.updated_at or record.updated_at,
+        due=is_due(doc),
     )
+
+
+def is_due(doc: SessionDoc) -> bool:
+    """Whether the engine owes the session a step: a turn in flight (a crash may have cut
+    it), or client input no step has taken up. Inert imports are never due."""
+    state = doc.state
+    return not doc.inert and (state.status in ("running", "rescheduling") or state.input_pending)
 
 
 def agent_snapshot(record: Record) -> bytes:
@@ -216,19 +246,21 @@ def to_session(record: Record) -> Session:
     )
 
 
+_JSON_ID = re.compile(rb'"([A-Za-z0-9_-]{1,128})"(?!:)')
+"""A JSON string value of the id alphabet (keys, followed by `:` in msgspec's compact
+output, are left alone)."""
+
+
 def _rewrite_ids(data: bytes, new_ids: dict[str, str]) -> bytes:
-    """`data` (a stored event body) with every string that is an old id replaced."""
+    """`data` (a stored event body, compact JSON) with every string value that is an old
+    id replaced. Done on the text: a walk over the decoded value recursed once per level
+    of nesting, and a tool input nested 600 deep overflowed it."""
 
-    def walk(value: object) -> object:
-        if isinstance(value, str):
-            return new_ids.get(value, value)
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        return value
+    def swap(match: re.Match[bytes]) -> bytes:
+        new = new_ids.get(match.group(1).decode())
+        return b'"%s"' % new.encode() if new is not None else match.group(0)
 
-    return _encode(walk(msgspec.json.decode(data)))
+    return _JSON_ID.sub(swap, data)
 
 
 def _check_metadata(metadata: dict[str, str]) -> None:
@@ -254,12 +286,17 @@ class SessionService:
         store: Store,
         agents: AgentService,
         environments: EnvironmentService,
+        workdirs: Workdirs,
         on_input: InputListener | None = None,
+        *,
+        limits: Limits | None = None,
     ) -> None:
         self._store = store
         self._agents = agents
         self._environments = environments
+        self._workdirs = workdirs
         self._on_input = on_input
+        self._limits = limits or Limits()
 
     async def get_record(self, workspace_id: str, session_id: str) -> Record:
         """The session's record; another workspace's session is simply not found."""
@@ -408,27 +445,45 @@ class SessionService:
 
     async def import_log(self, workspace_id: str, params: ImportSession) -> Session:
         """A new session holding a log exported elsewhere (`{session, events}` as the API
-        serves them), with fresh ids. The agent snapshot is pinned as exported; the engine
-        is not woken, so the import is a recording until a client sends to it."""
+        serves them), with fresh ids, checked (runtime/log_check.py) before anything is
+        written. It pins an agent of this workspace, never the exported snapshot, and is
+        inert: the engine runs nothing in it until a client sends to it, and then plans
+        from the pinned agent's tools alone."""
         environment = await self._environments.require_usable(workspace_id, params.environment_id)
         exported = params.session
+        agent_ref = params.agent
+        if isinstance(agent_ref, msgspec.UnsetType):
+            agent_id, version = exported.agent.get("id"), exported.agent.get("version")
+            if not isinstance(agent_id, str) or not isinstance(version, int):
+                raise InvalidInputError(
+                    "session.agent: needs the `id` and `version` of the exported agent",
+                    code="invalid_snapshot",
+                )
+            agent_ref = msgspec.Raw(
+                msgspec.json.encode({"type": "agent", "id": agent_id, "version": version})
+            )
         try:
-            agent = _decode_snapshot(msgspec.json.encode(exported.agent))
-        except msgspec.ValidationError as exc:
-            raise InvalidInputError(f"session.agent: {exc}", code="invalid_snapshot") from exc
+            agent = await self._agents.resolve_for_session(workspace_id, agent_ref)
+        except NotFoundError as exc:
+            raise InvalidInputError(
+                f"agent: {exc.message}; an imported session pins an agent of this workspace "
+                "(name one with `agent`)",
+                code="import_agent_not_found",
+            ) from exc
         decoded: list[ev.EventBase] = []
         for index, raw in enumerate(params.events):
             try:
                 decoded.append(decode_event(bytes(raw)))
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise InvalidInputError(f"events[{index}]: {exc}", code="invalid_event") from exc
+        check_log(decoded)
         metadata = dict(exported.metadata)
         _check_metadata(metadata)
         now = now_ts()
         session_id = new_id("sesn")
-        new_ids = {e.id: new_id("sevt") for e in decoded if e.id}
+        new_ids = {e.id: new_id("sevt") for e in decoded}
         copied = [
-            NewEvent(type=e.type, data=_rewrite_ids(encode_body(e), new_ids), id=new_ids.get(e.id))
+            NewEvent(type=e.type, data=_rewrite_ids(encode_body(e), new_ids), id=new_ids[e.id])
             for e in decoded
         ]
         doc = SessionDoc(
@@ -440,6 +495,7 @@ class SessionService:
             state=SessionState(
                 title=exported.title, metadata=metadata, created_at=now, updated_at=now
             ),
+            inert=True,
         )
         doc.initial = doc.state
         record = Record(
@@ -465,6 +521,13 @@ class SessionService:
 
     async def send(self, workspace_id: str, session_id: str, params: SendEvents) -> AppendResult:
         """Validate a client's events and append them; nothing is written if any is invalid."""
+        limit = self._limits.max_events_per_send
+        if len(params.events) > limit:
+            raise InvalidInputError(
+                f"events: at most {limit} events per request (SESSIOND_MAX_EVENTS_PER_SEND), "
+                f"got {len(params.events)}",
+                code="too_many_events",
+            )
         record = await self.get_record(workspace_id, session_id)
         doc = _decode_doc(record.data)
         if doc.state.status == "terminated":
@@ -472,7 +535,7 @@ class SessionService:
         events = validate_send(params, self_hosted=doc.self_hosted)
         new_events = [NewEvent(type=e.type, data=encode_body(e)) for e in events]
         result = await self._store.append(
-            session_id, new_events, expected_seq=None, project=project_session
+            session_id, new_events, expected_seq=None, project=project_client_input
         )
         if self._on_input is not None:
             await self._on_input(session_id, events)
@@ -551,7 +614,9 @@ class SessionService:
         )
 
     async def delete(self, workspace_id: str, session_id: str) -> SessionDeleted:
-        """Delete the session and its log; open streams get `session.deleted` and close."""
+        """Delete the session, its log and its working directory; open streams get
+        `session.deleted` and close."""
         await self.get_record(workspace_id, session_id)
         await self._store.delete_stream(session_id)
+        await self._workdirs.remove(session_id)
         return SessionDeleted(id=session_id)

@@ -9,8 +9,18 @@ plan again before it ends, so input sent mid-turn is taken up by the next turn. 
 the drive's last check and its removal there is no await, so no wake can fall between.
 Two wakes at once start one drive: the session is marked active before the first awaits.
 
-On start, sessions the log says were running (a crash left them so) are marked
-`session.status_rescheduled` and driven on from their log.
+Nothing depends on a wake arriving. The projection marks a session *due* (`Record.due`,
+runtime/sessions.py) while a turn is in flight or client input waits that no step took
+up, and due sessions are found through an index of the due rows alone: on start, every
+due session is driven (those a crash left running are first marked
+`session.status_rescheduled`), and every `sweep_s` the supervisor drives due sessions
+that no drive holds, so input whose wake was lost (a crash between the commit and the
+wake, a request cancelled in between) is answered all the same.
+
+A drive that fails (a bug, not a model error: the engine handles those) is retried with
+backoff, each failure logged as a `session.error` that says it is retrying; after
+`DRIVE_ATTEMPTS` the session goes idle with `retries_exhausted`, which the planner treats
+as the end of the turn, so a failing step is never planned again in a loop.
 """
 
 from __future__ import annotations
@@ -23,23 +33,33 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from sessiond.runtime import events as ev
 from sessiond.runtime.engine import Engine
-from sessiond.runtime.error_objects import RetryStatusExhausted, UnknownErrorObject
+from sessiond.runtime.error_objects import (
+    RetryStatusExhausted,
+    RetryStatusRetrying,
+    UnknownErrorObject,
+)
 from sessiond.runtime.sessions import KIND, project_session
 from sessiond.runtime.wire import encode_body
 from sessiond.store.errors import NotFoundError
-from sessiond.store.protocol import NewEvent, RecordQuery, Store
+from sessiond.store.protocol import NewEvent, Record, RecordQuery, Store
 
 log = logging.getLogger("sessiond.supervisor")
 
 CLOSE_DEADLINE_S = 5.0
+DRIVE_ATTEMPTS = 3
+DRIVE_BACKOFF_S = 0.5
+"""The first retry's delay; each one after doubles it."""
+_PAGE = 200
 
 
 class Supervisor:
     """Runs session drives as children of one task group."""
 
-    def __init__(self, store: Store, engine: Engine) -> None:
+    def __init__(self, store: Store, engine: Engine, *, sweep_s: float = 5.0) -> None:
         self._store = store
         self._engine = engine
+        self._sweep_s = sweep_s
+        self._settled: dict[str, int] = {}  # due sessions with nothing to do, by revision
         self._tg: TaskGroup | None = None
         self._active: set[str] = set()
         self._again: set[str] = set()
@@ -51,7 +71,12 @@ class Supervisor:
             self._tg = tg
             await self._recover()
             task_status.started()
-            await anyio.sleep_forever()
+            while True:
+                await anyio.sleep(self._sweep_s)
+                try:
+                    await self.sweep()
+                except Exception:
+                    log.exception("recovery sweep failed; trying again in %s s", self._sweep_s)
 
     def running(self, session_id: str) -> bool:
         """Whether a drive for this session is in progress."""
@@ -111,44 +136,95 @@ class Supervisor:
             return False
 
     async def _drive_once(self, session_id: str) -> None:
-        try:
-            await self._engine.drive(session_id)
-        except NotFoundError:
-            pass  # deleted while it ran
-        except Exception as exc:
-            # A bug, not a provider failure (those are handled in the engine): record it
-            # in the log so the session does not look stuck, and keep the server up.
-            log.exception("session %s: drive failed", session_id)
-            error = UnknownErrorObject(
-                message=f"internal error: {type(exc).__name__}", retry_status=RetryStatusExhausted()
-            )
-            closing = [
-                ev.SessionError(error=error),
-                ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted()),
-            ]
+        for attempt in range(1, DRIVE_ATTEMPTS + 1):
             try:
-                await self._store.append(
-                    session_id,
-                    [NewEvent(type=e.type, data=encode_body(e)) for e in closing],
-                    expected_seq=None,
-                    project=project_session,
-                )
-            except Exception:
-                log.exception("session %s: could not record the failure", session_id)
+                await self._engine.drive(session_id)
+                return
+            except NotFoundError:
+                return  # deleted while it ran
+            except Exception as exc:
+                # A bug, not a provider failure (those are handled in the engine): record
+                # it in the log so the session does not look stuck, and keep the server up.
+                log.exception("session %s: drive failed (attempt %d)", session_id, attempt)
+                retrying = attempt < DRIVE_ATTEMPTS
+                await self._record_failure(session_id, exc, retrying)
+                if not retrying:
+                    return
+                await anyio.sleep(DRIVE_BACKOFF_S * 2 ** (attempt - 1))
 
-    async def _recover(self) -> None:
+    async def _record_failure(self, session_id: str, exc: Exception, retrying: bool) -> None:
+        """A `session.error` for a failed drive; the last one also ends the turn."""
+        status = RetryStatusRetrying() if retrying else RetryStatusExhausted()
+        error = UnknownErrorObject(
+            message=f"internal error: {type(exc).__name__}", retry_status=status
+        )
+        closing: list[ev.EventBase] = [ev.SessionError(error=error)]
+        if not retrying:
+            closing.append(ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted()))
+        try:
+            await self._store.append(
+                session_id,
+                [NewEvent(type=e.type, data=encode_body(e)) for e in closing],
+                expected_seq=None,
+                project=project_session,
+            )
+        except Exception:
+            log.exception("session %s: could not record the failure", session_id)
+
+    async def _due(self) -> list[Record]:
+        """Every session the projection marks due (a page at a time, by index)."""
+        found: list[Record] = []
         after: tuple[str, str] | None = None
         while True:
             query = RecordQuery(
                 kind=KIND,
                 workspace_id=None,
-                tags={"status": frozenset({"running", "rescheduling"})},
+                due=True,
                 include_archived=True,
                 after=after,
-                limit=200,
+                limit=_PAGE,
             )
             records = await self._store.list_records(query)
-            for record in records:
+            found.extend(records)
+            if len(records) < _PAGE:
+                return found
+            after = (records[-1].created_at, records[-1].id)
+
+    async def sweep(self) -> int:
+        """Drive every due session that no drive holds and that has a step to take;
+        returns how many were woken.
+
+        A session can be due with nothing to do: a message sent while it waits on a tool
+        confirmation is input no step takes up until the confirmation comes. Such a
+        session is looked at once per record revision, not on every sweep.
+        """
+        woken = 0
+        settled: dict[str, int] = {}
+        for record in await self._due():
+            if record.id in self._active:
+                continue
+            if self._settled.get(record.id) == record.revision:
+                settled[record.id] = record.revision
+                continue
+            try:
+                work = await self._engine.has_work(record.id)
+            except NotFoundError:
+                continue
+            if not work:
+                settled[record.id] = record.revision
+                continue
+            log.warning(
+                "session %s: owed a step with no drive (a lost wake); driving it", record.id
+            )
+            await self.wake(record.id)
+            woken += 1
+        self._settled = settled
+        return woken
+
+    async def _recover(self) -> None:
+        """On start: drive every due session, marking those a crash left running."""
+        for record in await self._due():
+            if record.tags.get("status") in ("running", "rescheduling"):
                 rescheduled = ev.SessionStatusRescheduled()
                 await self._store.append(
                     record.id,
@@ -157,7 +233,6 @@ class Supervisor:
                     project=project_session,
                 )
                 log.info("session %s: rescheduled after a restart", record.id)
-                await self.wake(record.id)
-            if len(records) < 200:
-                return
-            after = (records[-1].created_at, records[-1].id)
+            else:
+                log.info("session %s: input waiting since before the restart", record.id)
+            await self.wake(record.id)

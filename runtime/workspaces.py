@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Annotated
 
 import msgspec
 
+from sessiond.runtime.limits import MAX_NAME_CHARS, Name
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import (
     AuthenticationError,
+    ConflictError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
@@ -43,6 +46,8 @@ class ApiKey(msgspec.Struct, kw_only=True):
     workspace_id: str
     name: str | None
     created_at: str
+    revoked_at: str | None = None
+    """Set once the key is revoked; from then on it authenticates nothing."""
     type: str = "api_key"
 
 
@@ -60,14 +65,15 @@ class CreatedApiKey(msgspec.Struct, kw_only=True):
 class CreateWorkspace(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`POST /v1/workspaces` body."""
 
-    name: str
+    name: Name
 
 
 class CreateApiKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """`POST /v1/api_keys` body."""
+    """`POST /v1/api_keys` body: the workspace is required (a key silently made for the
+    default workspace is a key for the wrong tenant)."""
 
-    workspace_id: str = DEFAULT_WORKSPACE_ID
-    name: str | None = None
+    workspace_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)] | None = None
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,10 +139,60 @@ class Workspaces:
         """On a fresh install with no admin key, mint the first key so the server is usable."""
         if self._admin_hash is not None:
             return None
-        query = RecordQuery(kind="api_key", workspace_id=DEFAULT_WORKSPACE_ID, limit=1)
+        query = RecordQuery(
+            kind="api_key", workspace_id=DEFAULT_WORKSPACE_ID, include_archived=True, limit=1
+        )
         if await self._store.list_records(query):
             return None
-        return await self.create_key(CreateApiKey(name="bootstrap"))
+        return await self.create_key(
+            CreateApiKey(workspace_id=DEFAULT_WORKSPACE_ID, name="bootstrap")
+        )
+
+    async def list_keys(self, query: RecordQuery) -> list[ApiKey]:
+        """A page of keys (never their secrets)."""
+        records = await self._store.list_records(query)
+        return [_decode_key(r.data) for r in records]
+
+    async def _key_record(self, key_id: str) -> Record:
+        """The stored record of the key with public id `key_id` (keys are stored under the
+        hash of their secret, so this pages through them: there are few)."""
+        after: tuple[str, str] | None = None
+        while True:
+            query = RecordQuery(
+                kind="api_key", workspace_id=None, include_archived=True, after=after, limit=200
+            )
+            records = await self._store.list_records(query)
+            for record in records:
+                if _decode_key(record.data).id == key_id:
+                    return record
+            if len(records) < 200:
+                raise NotFoundError(f"api_key {key_id!r} not found", code="api_key_not_found")
+            after = (records[-1].created_at, records[-1].id)
+
+    async def get_key(self, key_id: str) -> ApiKey:
+        """One key by its public id."""
+        return _decode_key((await self._key_record(key_id)).data)
+
+    async def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke a key: every request with it fails from the moment this returns (the
+        record cache drops a record before its write is acknowledged)."""
+        for _ in range(10):
+            record = await self._key_record(key_id)
+            key = _decode_key(record.data)
+            if key.revoked_at is not None:
+                return key
+            now = now_ts()
+            key.revoked_at = now
+            try:
+                await self._store.save_record(
+                    msgspec.structs.replace(
+                        record, data=msgspec.json.encode(key), archived_at=now, updated_at=now
+                    )
+                )
+            except ConflictError:
+                continue
+            return key
+        raise ConflictError("the key changed while it was revoked; retry", code="revision_conflict")
 
     async def authenticate(self, secret: str | None, workspace_header: str | None) -> Principal:
         """Resolve a presented key, honouring `anthropic-workspace-id` where it applies."""
@@ -154,7 +210,9 @@ class Workspaces:
             record = await self._store.get_record("api_key", digest)
         except NotFoundError:
             raise AuthenticationError("invalid API key", code="invalid_api_key") from None
-        key = msgspec.json.decode(record.data, type=ApiKey)
+        key = _decode_key(record.data)
+        if key.revoked_at is not None:
+            raise AuthenticationError("this API key was revoked", code="revoked_api_key")
         if workspace_header and workspace_header != key.workspace_id:
             raise PermissionDeniedError(
                 "this key belongs to another workspace than `anthropic-workspace-id` names",
@@ -175,3 +233,6 @@ class Workspaces:
         )
         await self._store.save_record(record)
         return workspace
+
+
+_decode_key = msgspec.json.Decoder(ApiKey).decode

@@ -38,7 +38,8 @@ def now_ts() -> str:
 def parse_ts(text: str) -> str:
     """Parse a client timestamp leniently (naive means UTC) into the canonical form.
 
-    Raises ValueError on text that is not a timestamp.
+    Raises ValueError on text that is not a timestamp, or one outside the years 1000-9999
+    (the fixed-width form, whose text order is time order, has four-digit years).
     """
     value = text.strip()
     if value.endswith(("Z", "z")):
@@ -46,9 +47,18 @@ def parse_ts(text: str) -> str:
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        dt = datetime.fromtimestamp(float(value), tz=UTC)
+        try:
+            dt = datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError) as exc:  # 1e18 seconds, nan, inf
+            raise ValueError(f"timestamp out of range: {text!r}") from exc
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
+    try:
+        dt = dt.astimezone(UTC)
+    except OverflowError as exc:  # year 9999 with a negative offset
+        raise ValueError(f"timestamp out of range: {text!r}") from exc
+    if dt.year < 1000:
+        raise ValueError(f"timestamp out of range: {text!r}")
     return format_ts(dt)
 
 

@@ -68,6 +68,10 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     tags: dict[str, str] = {}
     """Small string attributes that list queries filter on (status, agent_id, …)."""
     revision: int = 0
+    due: bool = False
+    """Its owner has work pending on it (a session with unanswered input or a turn in
+    flight). Kept by the projector, and listed through an index of the due rows alone, so
+    finding them costs what is due, not what is stored (`RecordQuery(due=True)`)."""
 
 
 class Version(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -128,6 +132,8 @@ class RecordQuery(msgspec.Struct, frozen=True, kw_only=True):
     descending: bool = False
     after: tuple[str, str] | None = None
     limit: int = 20
+    due: bool | None = None
+    """True lists only due records, False only the others; None does not filter."""
 
 
 Projector = Callable[[Record, Sequence[StoredEvent]], Record]

@@ -21,6 +21,7 @@ app's lifespan), so `close()` is the single place it ends.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
 import threading
@@ -65,7 +66,7 @@ _UNKNOWN = object()  # a record the writer must read from the database
 READERS = 4
 _EVENT_COLUMNS = "session_id, seq, position, id, type, data, recorded_at"
 _RECORD_COLUMNS = (
-    "kind, id, workspace_id, data, tags, created_at, updated_at, archived_at, revision"
+    "kind, id, workspace_id, data, tags, created_at, updated_at, archived_at, revision, due"
 )
 _encode_tags = msgspec.json.Encoder().encode
 _decode_tags = msgspec.json.Decoder(dict[str, str]).decode
@@ -102,6 +103,7 @@ def _record(row: Sequence[Any]) -> Record:
         updated_at=row[6],
         archived_at=row[7],
         revision=row[8],
+        due=bool(row[9]),
     )
 
 
@@ -218,6 +220,8 @@ class SQLiteStore:
         self._writer.start()
 
     def _open_writer(self) -> None:
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -720,7 +724,7 @@ class SQLiteStore:
         saved = msgspec.structs.replace(record, revision=1)
         self._touch(saved.kind, saved.id)
         conn.execute(
-            f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 saved.kind,
                 saved.id,
@@ -731,6 +735,7 @@ class SQLiteStore:
                 saved.updated_at,
                 saved.archived_at,
                 saved.revision,
+                saved.due,
             ),
         )
         return saved
@@ -739,13 +744,15 @@ class SQLiteStore:
         self._touch(record.kind, record.id)
         cursor = conn.execute(
             "UPDATE records SET workspace_id = ?, data = ?, tags = ?, updated_at = ?, "
-            "archived_at = ?, revision = revision + 1 WHERE kind = ? AND id = ? AND revision = ?",
+            "archived_at = ?, due = ?, revision = revision + 1 "
+            "WHERE kind = ? AND id = ? AND revision = ?",
             (
                 record.workspace_id,
                 record.data,
                 _encode_tags(record.tags),
                 record.updated_at,
                 record.archived_at,
+                record.due,
                 record.kind,
                 record.id,
                 record.revision,
@@ -804,6 +811,8 @@ class SQLiteStore:
         if query.workspace_id is not None:
             where.append("workspace_id = ?")
             params.append(query.workspace_id)
+        if query.due is not None:
+            where.append("due = 1" if query.due else "due = 0")
         for tag, values in sorted(query.tags.items()):
             if not values:
                 return []

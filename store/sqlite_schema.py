@@ -63,6 +63,14 @@ MIGRATIONS: list[str] = [
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: records that have work pending (`Record.due`), found through a partial index of
+    # the due rows alone. Sessions a crash left running or rescheduling were due already.
+    """
+    ALTER TABLE records ADD COLUMN due INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX records_due ON records (kind, created_at, id) WHERE due = 1;
+    UPDATE records SET due = 1
+        WHERE kind = 'session' AND json_extract(tags, '$.status') IN ('running', 'rescheduling')
+    """,
 ]
 
 

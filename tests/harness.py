@@ -66,7 +66,7 @@ class RunningServer:
 def make_config(tmp_path: Path, **overrides: object) -> Config:
     """A config on a fresh SQLite file."""
     values: dict[str, object] = {
-        "database_url": f"sqlite:///{tmp_path / 'sessiond.db'}",
+        "database_url": f"sqlite:///{tmp_path / 'data' / 'sessiond.db'}",
         "admin_api_key": ADMIN_KEY,
         "max_body_bytes": 256 * 1024,
         "workdir_root": str(tmp_path / "work"),

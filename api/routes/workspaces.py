@@ -1,4 +1,8 @@
-"""`POST /v1/workspaces`, `POST /v1/api_keys`: our extension, admin key only."""
+"""`/v1/workspaces`, `/v1/api_keys`: our extension, admin key only.
+
+Keys are listed and retrieved without their secrets (shown once, at creation) and revoked
+with `POST /v1/api_keys/{id}/revoke`; a revoked key authenticates nothing from then on.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from starlette.routing import Route
 
 from sessiond.api.auth import require_admin
 from sessiond.api.bodies import decode_body, json_response
+from sessiond.api.listing import record_page
 from sessiond.runtime.workspaces import CreateApiKey, CreateWorkspace
 
 
@@ -25,7 +30,37 @@ async def create_api_key(request: Request) -> Response:
     return json_response(await request.app.state.services.workspaces.create_key(params))
 
 
+async def list_api_keys(request: Request) -> Response:
+    """Keys of one workspace (`?workspace_id=`, default: the one the admin acts in),
+    newest first; revoked ones with `include_archived=true`."""
+    admin = await require_admin(request)
+    workspace = request.query_params.get("workspace_id") or admin.workspace_id
+    return await record_page(
+        request,
+        kind="api_key",
+        workspace_id=workspace,
+        fetch=request.app.state.services.workspaces.list_keys,
+    )
+
+
+async def retrieve_api_key(request: Request) -> Response:
+    """One key, without its secret."""
+    await require_admin(request)
+    key_id = request.path_params["key_id"]
+    return json_response(await request.app.state.services.workspaces.get_key(key_id))
+
+
+async def revoke_api_key(request: Request) -> Response:
+    """Revoke a key at once (idempotent)."""
+    await require_admin(request)
+    key_id = request.path_params["key_id"]
+    return json_response(await request.app.state.services.workspaces.revoke_key(key_id))
+
+
 routes = [
     Route("/v1/workspaces", create_workspace, methods=["POST"]),
     Route("/v1/api_keys", create_api_key, methods=["POST"]),
+    Route("/v1/api_keys", list_api_keys, methods=["GET"]),
+    Route("/v1/api_keys/{key_id}", retrieve_api_key, methods=["GET"]),
+    Route("/v1/api_keys/{key_id}/revoke", revoke_api_key, methods=["POST"]),
 ]

@@ -40,6 +40,7 @@ class ServerProcess:
         env = {
             **os.environ,
             "SESSIOND_DATA_DIR": str(data_dir),
+            "SESSIOND_WORKDIR_ROOT": str(data_dir.with_name(data_dir.name + "-work")),
             "SESSIOND_API_KEY": KEY,
             "SESSIOND_PROVIDERS": json.dumps(providers),
         }

@@ -9,13 +9,19 @@ from typing import Any
 
 import anthropic
 import pytest
-from eval_harness import http, shape, wait_run, wire_events
+from eval_harness import http, shape, toolset_agent, wait_run, wire_events
 from fakes.scripts import Script
 from harness import RunningServer
 
 from sessiond.evals.replay import Exported, replay_exported
 from sessiond.evals.scorers import decode_scorers
 
+ASK = [  # the `confirmed` recording's tools (tests/evals/record_golden.py)
+    {
+        "type": "agent_toolset_20260401",
+        "default_config": {"permission_policy": {"type": "always_ask"}},
+    }
+]
 GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.json"))
 
 
@@ -63,14 +69,18 @@ def test_cassette_rerun_reproduces_each_golden_log(
 ) -> None:
     script = served[1]
     env = client.beta.environments.create(name="golden-import")
+    # An import pins an agent of the importer's workspace: one configured as the recording's.
+    agents = {"plain": toolset_agent(client), "ask": toolset_agent(client, tools=ASK)}
     imported: dict[str, str] = {}
     with http(server) as h:
         for path in GOLDEN:
             golden = _load(path)
+            agent = agents["ask" if path.stem == "confirmed" else "plain"]
             body = {
                 "environment_id": env.id,
                 "session": golden["session"],
                 "events": golden["events"],
+                "agent": {"type": "agent", "id": agent.id, "version": 1},  # type: ignore[attr-defined]
             }
             response = h.post("/v1/sessions/import", json=body)
             assert response.status_code == 200, response.text

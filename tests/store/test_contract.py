@@ -529,3 +529,55 @@ async def test_a_cancelled_commit_future_does_not_stop_delivery(store: Store) ->
         result = await asyncio.wait_for(store.append("a", events(1), expected_seq=None), 5)
         assert result.last_seq == 1
         await asyncio.wait_for(watch.wait(0), 5)
+
+
+def due_projector(record: Record, stored: list) -> Record:  # type: ignore[type-arg]
+    """Due while the last event is a `user.message`: the projector keeps the flag."""
+    return msgspec.structs.replace(record, due=stored[-1].type == "user.message")
+
+
+async def test_due_records_are_listed_by_the_flag_the_projector_keeps(store: Store) -> None:
+    for name in ("a", "b", "c"):
+        await store.create_stream(session_record(name))
+    await store.append("a", events(1), expected_seq=0, project=due_projector)
+    await store.append("b", events(1), expected_seq=0, project=due_projector)
+    await store.append("b", events(1, "agent.message"), expected_seq=1, project=due_projector)
+    due = await store.list_records(RecordQuery(kind="session", workspace_id=None, due=True))
+    assert [r.id for r in due] == ["a"]
+    assert (await store.get_record("session", "a")).due is True
+    not_due = await store.list_records(RecordQuery(kind="session", workspace_id=None, due=False))
+    assert sorted(r.id for r in not_due) == ["b", "c"]
+    # A record saved outside an append keeps (or sets) the flag as given.
+    c = await store.get_record("session", "c")
+    await store.save_record(msgspec.structs.replace(c, due=True))
+    due = await store.list_records(RecordQuery(kind="session", workspace_id=None, due=True))
+    assert sorted(r.id for r in due) == ["a", "c"]
+
+
+async def test_a_database_from_before_the_due_flag_marks_running_sessions_due(
+    tmp_path: Path,
+) -> None:
+    """Migration 2 on a version-1 file: sessions a crash left running are due."""
+    import sqlite3
+
+    from sessiond.store.sqlite_schema import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    for name, status in (("r", "running"), ("i", "idle"), ("x", "rescheduling")):
+        conn.execute(
+            "INSERT INTO records VALUES ('session', ?, 'w', x'7b7d', ?, 't', 't', NULL, 1)",
+            (name, f'{{"status":"{status}"}}'),
+        )
+    conn.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        due = await store.list_records(RecordQuery(kind="session", workspace_id=None, due=True))
+        assert sorted(r.id for r in due) == ["r", "x"]
+    finally:
+        await store.close()

@@ -1,8 +1,9 @@
-"""List prices, to put a cost on a case run's tokens.
+"""List prices: what a session's budget is checked against and what an eval run costs.
 
 List prices in USD per million tokens, as published by the providers in 2026; they change,
 so a suite can override any of them (`pricing:` in the suite file, matched first). A model
-with no price gets no cost (None), never a guessed one.
+with no price gets no cost (None), never a guessed one. Prompt-cache tokens are priced as
+Anthropic lists them: a cache write at 1.25x the input price, a cache read at 0.1x.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ import fnmatch
 from collections.abc import Mapping
 
 import msgspec
+
+from sessiond.runtime.usage import SpanModelUsage
+
+CACHE_WRITE_FACTOR = 1.25
+CACHE_READ_FACTOR = 0.1
 
 
 class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -58,3 +64,18 @@ def cost_usd(
         return None
     total = input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok
     return round(total / 1_000_000, 8)
+
+
+def cost_micro_usd(model: str | None, usage: SpanModelUsage) -> int | None:
+    """List cost of one model request in millionths of a dollar (a price per million
+    tokens is a price in micro-dollars per token), or None when the model is unpriced."""
+    price = price_of(model)
+    if price is None:
+        return None
+    total = (
+        usage.input_tokens * price.input_per_mtok
+        + usage.cache_creation_input_tokens * price.input_per_mtok * CACHE_WRITE_FACTOR
+        + usage.cache_read_input_tokens * price.input_per_mtok * CACHE_READ_FACTOR
+        + usage.output_tokens * price.output_per_mtok
+    )
+    return round(total)
