@@ -16,6 +16,7 @@ from sessiond.api.config import Config
 from sessiond.api.errors import EXCEPTION_HANDLERS
 from sessiond.api.routes import agents, environments, evals, events, sessions, workspaces
 from sessiond.api.services import Services
+from sessiond.api.sse import StreamSlots
 
 
 async def health(request: Request) -> Response:
@@ -66,4 +67,5 @@ def create_app(config: Config) -> Starlette:
         lifespan=lifespan,
     )
     app.state.config = config
+    app.state.stream_slots = StreamSlots(config.limits.max_streams_per_key)
     return app

@@ -10,18 +10,22 @@ the log is the buffer, the nudge holds one number, and a slow client costs no me
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import weakref
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import nullcontext
 
 import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
 
+from sessiond.api.auth import principal
 from sessiond.runtime import events as ev
 from sessiond.runtime.deltas import DeltaHub, Preview
 from sessiond.store.clock import new_id, now_ts
-from sessiond.store.errors import NotFoundError
+from sessiond.store.errors import NotFoundError, RateLimitedError
 from sessiond.store.protocol import EventQuery, Store, StoredEvent, Watch
 
 _BATCH = 256
@@ -211,3 +215,76 @@ async def tail(
                     wakes.close()
     except NotFoundError:
         yield deleted_frame()
+
+
+class StreamSlots:
+    """How many event streams each API key holds open, bounded per key.
+
+    A slot is taken before the response starts (so an over-limit client gets a 429, not a
+    stream that ends at once) and given back when the stream's body is finished or
+    dropped: `weakref.finalize` on the body covers a client that leaves before its first
+    frame, when the body's own `finally` never runs.
+    """
+
+    def __init__(self, per_key: int) -> None:
+        self.per_key = per_key
+        self._open: Counter[str] = Counter()
+
+    def open(self, key_id: str) -> int:
+        """Streams this key holds open now."""
+        return self._open[key_id]
+
+    def hold(self, key_id: str, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """`body`, holding one of the key's slots while it lives; raises RateLimitedError
+        (429) when the key holds `per_key` streams already."""
+        if self._open[key_id] >= self.per_key:
+            raise RateLimitedError(
+                f"this API key holds {self._open[key_id]} open event streams, the most this "
+                f"server allows (SESSIOND_MAX_STREAMS_PER_KEY={self.per_key}); close one first",
+                code="too_many_streams",
+                retryable=False,
+            )
+        self._open[key_id] += 1
+        return _Held(body, lambda: self._release(key_id))
+
+    def _release(self, key_id: str) -> None:
+        self._open[key_id] -= 1
+        if self._open[key_id] <= 0:
+            del self._open[key_id]
+
+
+class _Held:
+    """An async iterator over `body` that gives its slot back exactly once: when the body
+    ends or fails, when it is closed, or (never iterated) when it is garbage."""
+
+    def __init__(self, body: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        self._body = body
+        self._release = weakref.finalize(self, release)
+
+    def __aiter__(self) -> _Held:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._body.__anext__()
+        except BaseException:
+            self._release()
+            raise
+
+    async def aclose(self) -> None:
+        """Close the body and give the slot back."""
+        self._release()
+        close = getattr(self._body, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def event_source(request: Request, body: AsyncIterator[bytes]) -> EventSourceResponse:
+    """The SSE response for a stream body, holding one of the caller's key's stream slots
+    (429 past the limit) and using the server's ping and send-timeout settings."""
+    key_id = (await principal(request)).key_id
+    held = request.app.state.stream_slots.hold(key_id, body)
+    config = request.app.state.config
+    return EventSourceResponse(
+        held, ping=config.sse_ping_s, send_timeout=config.sse_send_timeout_s, sep="\r\n"
+    )

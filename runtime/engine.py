@@ -315,6 +315,20 @@ class Engine:
 
     async def close_interrupted(self, session_id: str) -> None:
         """After an interrupt: end a model request left open, and go idle."""
+        await self.close_turn(session_id, stop_reason=ev.EndTurn())
+
+    async def close_turn(
+        self,
+        session_id: str,
+        *,
+        stop_reason: ev.StopReason,
+        error: ev.SessionError | None = None,
+        even_if_idle: bool = False,
+    ) -> None:
+        """End the turn from outside a step (an interrupt, a drive that kept failing): end
+        any model request left open, log `error` if given, and go idle with `stop_reason`
+        (unless the session is idle already and not `even_if_idle`: a dead turn's idle
+        also marks the input before it as dealt with)."""
         events = await self._log(session_id)
         ended = {e.model_request_start_id for e in events if isinstance(e, ev.SpanModelRequestEnd)}
         closing: list[ev.EventBase] = [
@@ -324,8 +338,10 @@ class Engine:
             for e in events
             if isinstance(e, ev.SpanModelRequestStart) and e.id not in ended
         ]
-        if _status(events) != "idle":
-            closing.append(ev.SessionStatusIdle(stop_reason=ev.EndTurn()))
+        if error is not None:
+            closing.append(error)
+        if even_if_idle or _status(events) != "idle":
+            closing.append(ev.SessionStatusIdle(stop_reason=stop_reason))
         if closing:
             await self._append(session_id, closing)
 

@@ -16,6 +16,7 @@ import msgspec
 from sessiond.runtime import events as ev
 from sessiond.runtime.agents import AgentService, SessionAgent
 from sessiond.runtime.environments import EnvironmentService, SelfHostedConfig
+from sessiond.runtime.faults import crash_point
 from sessiond.runtime.fold import OutcomeEvaluation, SessionState, fold_all
 from sessiond.runtime.limits import Limits, Title
 from sessiond.runtime.log_check import check_log
@@ -537,6 +538,7 @@ class SessionService:
         result = await self._store.append(
             session_id, new_events, expected_seq=None, project=project_client_input
         )
+        crash_point("input_committed")
         if self._on_input is not None:
             await self._on_input(session_id, events)
         return result

@@ -153,21 +153,24 @@ class Supervisor:
                 await anyio.sleep(DRIVE_BACKOFF_S * 2 ** (attempt - 1))
 
     async def _record_failure(self, session_id: str, exc: Exception, retrying: bool) -> None:
-        """A `session.error` for a failed drive; the last one also ends the turn."""
+        """A `session.error` for a failed drive. While retrying, a model request it left
+        open stays open (the next attempt issues it again, as after a crash); the last
+        failure ends the turn: open requests end as errors, idle `retries_exhausted`."""
         status = RetryStatusRetrying() if retrying else RetryStatusExhausted()
-        error = UnknownErrorObject(
-            message=f"internal error: {type(exc).__name__}", retry_status=status
-        )
-        closing: list[ev.EventBase] = [ev.SessionError(error=error)]
-        if not retrying:
-            closing.append(ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted()))
+        message = f"internal error: {type(exc).__name__}"
+        error = ev.SessionError(error=UnknownErrorObject(message=message, retry_status=status))
         try:
-            await self._store.append(
-                session_id,
-                [NewEvent(type=e.type, data=encode_body(e)) for e in closing],
-                expected_seq=None,
-                project=project_session,
-            )
+            if retrying:
+                await self._store.append(
+                    session_id,
+                    [NewEvent(type=error.type, data=encode_body(error))],
+                    expected_seq=None,
+                    project=project_session,
+                )
+            else:
+                await self._engine.close_turn(
+                    session_id, stop_reason=ev.RetriesExhausted(), error=error, even_if_idle=True
+                )
         except Exception:
             log.exception("session %s: could not record the failure", session_id)
 

@@ -15,3 +15,7 @@ def half(transcript: Transcript) -> float:
 
 def broken(transcript: Transcript) -> bool:
     raise RuntimeError("scorer bug")
+
+
+def exits(transcript: Transcript) -> bool:
+    raise SystemExit("a scorer that tries to stop the server")

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -19,7 +18,7 @@ from sessiond.api.bodies import decode_body, json_response, raw_json_response
 from sessiond.api.listing import record_page
 from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
 from sessiond.api.query import query_int
-from sessiond.api.sse import tail
+from sessiond.api.sse import event_source, tail
 from sessiond.evals.replay import replay_stored
 from sessiond.evals.scorers import ScoreContext, decode_scorers
 from sessiond.evals.service import KIND, EvalService, StartEval
@@ -102,7 +101,6 @@ async def stream_eval_events(request: Request) -> Response:
         after_seq = await services.store.last_seq(run_id)
     else:
         after_seq = 0  # progress streams replay from the start unless asked otherwise
-    config = request.app.state.config
     body = tail(
         services.store,
         run_id,
@@ -111,9 +109,7 @@ async def stream_eval_events(request: Request) -> Response:
         to_wire=to_wire,
         closing_types=_CLOSING,
     )
-    return EventSourceResponse(
-        body, ping=config.sse_ping_s, send_timeout=config.sse_send_timeout_s, sep="\r\n"
-    )
+    return await event_source(request, body)
 
 
 async def eval_report(request: Request) -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -11,7 +10,7 @@ from sessiond.api.auth import workspace_id
 from sessiond.api.bodies import decode_body, raw_json_response
 from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
 from sessiond.api.query import query_choice, query_int, query_list, query_time_range
-from sessiond.api.sse import tail
+from sessiond.api.sse import event_source, tail
 from sessiond.runtime.events import EVENT_TYPES
 from sessiond.runtime.params import SendEvents
 from sessiond.runtime.wire import to_wire
@@ -101,7 +100,6 @@ async def stream_events(request: Request) -> Response:
         # response headers go out: a client that sends right after it sees the headers
         # must still get everything its send causes, however fast the turn runs.
         after_seq = await services.store.last_seq(session_id)
-    config = request.app.state.config
     kinds = frozenset(query_list(request, "event_deltas"))
     unknown = kinds - {"agent.message", "agent.thinking"}
     if unknown:
@@ -115,12 +113,7 @@ async def stream_events(request: Request) -> Response:
         deltas=services.deltas,
         delta_kinds=kinds,
     )
-    return EventSourceResponse(
-        body,
-        ping=config.sse_ping_s,
-        send_timeout=config.sse_send_timeout_s,
-        sep="\r\n",
-    )
+    return await event_source(request, body)
 
 
 routes = [

@@ -18,7 +18,7 @@ from sessiond.runtime.providers.anthropic import AnthropicProvider
 from sessiond.runtime.providers.base import Provider
 from sessiond.runtime.providers.openai import OpenAIProvider
 from sessiond.runtime.providers.scripted import ScriptedProvider, ScriptStep
-from sessiond.store.errors import InvalidInputError
+from sessiond.store.errors import InvalidInputError, UnavailableError
 
 Kind = Literal["anthropic", "openai", "openai_compatible", "scripted"]
 
@@ -76,6 +76,31 @@ def build(config: ProviderConfig) -> Provider:
     return ScriptedProvider(config.name, config.script)
 
 
+_DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"),
+    "openai": ("OPENAI_API_KEY",),
+}
+_DEFAULT_BASE_URLS = {"anthropic": "ANTHROPIC_BASE_URL", "openai": "OPENAI_BASE_URL"}
+
+
+def missing_credential(config: ProviderConfig) -> str | None:
+    """What a provider lacks to authenticate, said so an operator can fix it; None when it
+    has a key, or needs none (a configured `base_url`: a local server or a proxy)."""
+    if config.api_key_env:
+        if os.environ.get(config.api_key_env):
+            return None
+        return f"set {config.api_key_env} in the server's environment"
+    defaults = _DEFAULT_KEYS.get(config.kind)
+    if defaults is None or config.base_url or os.environ.get(_DEFAULT_BASE_URLS[config.kind]):
+        return None
+    if any(os.environ.get(name) for name in defaults):
+        return None
+    return (
+        f"set {defaults[0]} in the server's environment (or name the variable with "
+        "`api_key_env` in SESSIOND_PROVIDERS)"
+    )
+
+
 class Router:
     """Maps model ids to providers (built lazily, one per config)."""
 
@@ -94,8 +119,17 @@ class Router:
         )
 
     def provider_for(self, model: str) -> Provider:
-        """The provider serving `model`."""
+        """The provider serving `model`. Raises a non-retryable UnavailableError when the
+        provider has no credentials: retrying a request that cannot authenticate only
+        delays the answer (it used to retry "Connection error" four times)."""
         config = self.config_for(model)
+        missing = missing_credential(config)
+        if missing is not None:
+            raise UnavailableError(
+                f"model {model!r}: provider {config.name!r} has no API key: {missing}",
+                code="provider_credentials_missing",
+                retryable=False,
+            )
         provider = self._providers.get(config.name)
         if provider is None:
             provider = self._providers[config.name] = build(config)

@@ -8,6 +8,8 @@ not a model and knows nothing: with no script it answers every turn with
 A script is a list of steps, played one per call, in order (the last repeats):
     {"text": "Hello", "tool_calls": [{"name": "bash", "input": {"command": "ls"}}],
      "chunk_delay_s": 0.0, "error": {"status": 529, "message": "overloaded"}}
+A step `{"crash": "why"}` raises a plain RuntimeError, as a bug in the server would: for
+testing that a failing step is retried a bounded number of times, never in a loop.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class ScriptStep(msgspec.Struct, frozen=True):
     tool_calls: list[ScriptedCall] = []
     chunk_delay_s: float = 0.0
     error: ScriptedError | None = None
+    crash: str | None = None
+    """Raise RuntimeError(crash): an internal failure, not a provider error."""
 
 
 def _last_user_text(request: pb.ModelRequest) -> str:
@@ -73,6 +77,8 @@ class ScriptedProvider:
         else:
             step = ScriptStep(text=f"You said: {_last_user_text(request)}")
         self._calls += 1
+        if step.crash is not None:
+            raise RuntimeError(step.crash)
         if step.error is not None:
             headers = {}
             if step.error.retry_after_s is not None:

@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ KEY = "sk-crash-test"
 class ServerProcess:
     """`sessiond serve` on port 0, its URL read from its first lines."""
 
-    def __init__(self, data_dir: Path, fake_url: str) -> None:
+    def __init__(self, data_dir: Path, fake_url: str, **extra_env: str) -> None:
         providers = [
             {"name": "fake", "kind": "anthropic", "models": ["claude-*"], "base_url": fake_url}
         ]
@@ -43,6 +44,7 @@ class ServerProcess:
             "SESSIOND_WORKDIR_ROOT": str(data_dir.with_name(data_dir.name + "-work")),
             "SESSIOND_API_KEY": KEY,
             "SESSIOND_PROVIDERS": json.dumps(providers),
+            **extra_env,
         }
         self.log_path = data_dir / f"server-{os.urandom(3).hex()}.log"
         with open(self.log_path, "wb") as log:
@@ -121,9 +123,18 @@ def _wait_idle(url: str, session_id: str) -> list[Any]:
             # Resume after the last listed event: nothing appended in between is missed.
             resume = {"after": events[-1].id}
             with sdk.beta.sessions.events.stream(session_id, timeout=20, extra_query=resume) as s:
-                for event in s:
-                    if event.type == "session.status_idle":
-                        break
+                # Pings keep a stream alive forever: a turn that never ends must fail the
+                # test, not hang it.
+                watchdog = threading.Timer(30, s.close)
+                watchdog.start()
+                try:
+                    for event in s:
+                        if event.type == "session.status_idle":
+                            break
+                except Exception:
+                    pass  # closed by the watchdog: the caller's checks say what is missing
+                finally:
+                    watchdog.cancel()
         return list(sdk.beta.sessions.events.list(session_id, limit=1000))
 
 
@@ -185,3 +196,54 @@ def test_kill_9_mid_turn_then_restart_finishes_the_turn(
         assert messages[-1].content[0].text == "recovered"
     if kill_at == "agent.tool_use":
         assert kinds.count("agent.tool_use") == 1 and kinds.count("agent.tool_result") == 1
+
+
+@pytest.mark.parametrize("moment", ["send-in-flight", "send-acknowledged"])
+def test_a_message_committed_just_before_a_crash_is_answered_exactly_once(
+    tmp_path: Path, fake: tuple[ThreadedServer, Script], moment: str
+) -> None:
+    """The kill lands after the `user.message` commits and before the engine's first
+    append, deterministically: the server kills itself at the `input_committed` crash
+    point (the send never returns), or it runs with the engine off, so the acknowledged
+    message waits untouched until the kill. The session is idle with its input pending;
+    the restart must find it (by its due flag) and answer it once."""
+    fake_server, script = fake
+    script.push(Reply(text="answered"))
+    env = {"SESSIOND_CRASH_AT": "input_committed"}
+    if moment == "send-acknowledged":
+        env = {"SESSIOND_RUN_ENGINE": "0"}
+    server = ServerProcess(tmp_path, fake_server.base_url, **env)
+    message = [{"type": "user.message", "content": [{"type": "text", "text": "still there?"}]}]
+    try:
+        with _client(server.url) as sdk:
+            agent = sdk.beta.agents.create(name="crash", model="claude-sonnet-5-5")
+            environment = sdk.beta.environments.create(name="e")
+            session_id = sdk.beta.sessions.create(agent=agent.id, environment_id=environment.id).id
+            if moment == "send-in-flight":
+                with pytest.raises(anthropic.APIConnectionError):
+                    sdk.beta.sessions.events.send(session_id, events=message)  # type: ignore[arg-type]
+                assert server.proc.wait(timeout=10) == -signal.SIGKILL
+            else:
+                sdk.beta.sessions.events.send(session_id, events=message)  # type: ignore[arg-type]
+                server.kill9()
+    finally:
+        server.stop()
+    before = _stored_log(tmp_path, session_id)
+    assert [kind for _, _, kind in before] == ["user.message"]
+    assert script.requests == []
+    restarted = ServerProcess(tmp_path, fake_server.base_url)
+    try:
+        events = _wait_idle(restarted.url, session_id)
+    finally:
+        restarted.stop()
+    kinds = [e.type for e in events]
+    assert kinds == [
+        "user.message",
+        "session.status_running",
+        "span.model_request_start",
+        "agent.message",
+        "span.model_request_end",
+        "session.status_idle",
+    ]
+    assert events[3].content[0].text == "answered"
+    assert len(script.requests) == 1
