@@ -63,7 +63,7 @@ def create_app(config: Config) -> Starlette:
             *events.routes,
             *evals.routes,
         ],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.config = config

@@ -25,7 +25,7 @@ async def principal(request: Request) -> Principal:
     cached = getattr(request.state, "principal", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    found = await request.app.state.services.workspaces.authenticate(
+    found: Principal = await request.app.state.services.workspaces.authenticate(
         presented_key(request), request.headers.get("anthropic-workspace-id")
     )
     request.state.principal = found

@@ -108,41 +108,41 @@ def diff_sessions(left: Sequence[dict[str, Any]], right: Sequence[dict[str, Any]
         elif op == "replace":
             span = max(i2 - i1, j2 - j1)
             for k in range(span):
-                i = i1 + k if i1 + k < i2 else None
-                j = j1 + k if j1 + k < j2 else None
-                if i is not None and j is not None:
-                    same_type = a[i].get("type") == b[j].get("type")
+                at_left = i1 + k if i1 + k < i2 else None
+                at_right = j1 + k if j1 + k < j2 else None
+                if at_left is not None and at_right is not None:
+                    same_type = a[at_left].get("type") == b[at_right].get("type")
                     rows.append(
                         EventDiff(
                             op="replace",
-                            left_index=i,
-                            right_index=j,
-                            left=summary(left[i]),
-                            right=summary(right[j]),
-                            changes=_changes(a[i], b[j]) if same_type else {},
+                            left_index=at_left,
+                            right_index=at_right,
+                            left=summary(left[at_left]),
+                            right=summary(right[at_right]),
+                            changes=_changes(a[at_left], b[at_right]) if same_type else {},
                         )
                     )
                     counts["replace"] += 1
-                elif i is not None:
+                elif at_left is not None:
                     rows.append(
                         EventDiff(
                             op="delete",
-                            left_index=i,
+                            left_index=at_left,
                             right_index=None,
-                            left=summary(left[i]),
+                            left=summary(left[at_left]),
                             right=None,
                         )
                     )
                     counts["delete"] += 1
                 else:
-                    assert j is not None
+                    assert at_right is not None
                     rows.append(
                         EventDiff(
                             op="insert",
                             left_index=None,
-                            right_index=j,
+                            right_index=at_right,
                             left=None,
-                            right=summary(right[j]),
+                            right=summary(right[at_right]),
                         )
                     )
                     counts["insert"] += 1

@@ -34,30 +34,30 @@ class _Spec(
     name: str | None = None
 
 
-class Exact(_Spec, tag="exact"):
+class Exact(_Spec, tag="exact", frozen=True, kw_only=True):
     value: str
     case_sensitive: bool = True
     strip: bool = True
 
 
-class Contains(_Spec, tag="contains"):
+class Contains(_Spec, tag="contains", frozen=True, kw_only=True):
     value: str | None = None
     values: list[str] = []
     """All must appear."""
     case_sensitive: bool = False
 
 
-class Regex(_Spec, tag="regex"):
+class Regex(_Spec, tag="regex", frozen=True, kw_only=True):
     pattern: str
     flags: str = ""
     """Letters: i (ignore case), m (multiline), s (dot matches newline)."""
 
 
-class JsonSchema(_Spec, tag="json_schema"):
+class JsonSchema(_Spec, tag="json_schema", frozen=True, kw_only=True):
     schema: dict[str, Any]
 
 
-class ToolCalled(_Spec, tag="tool_called"):
+class ToolCalled(_Spec, tag="tool_called", frozen=True, kw_only=True):
     tool: str
     input: dict[str, Any] | None = None
     """Subset match; a string value starting with `re:` is a regex."""
@@ -65,29 +65,29 @@ class ToolCalled(_Spec, tag="tool_called"):
     max_times: int | None = None
 
 
-class MaxTurns(_Spec, tag="max_turns"):
+class MaxTurns(_Spec, tag="max_turns", frozen=True, kw_only=True):
     value: int
 
 
-class MaxTokens(_Spec, tag="max_tokens"):
+class MaxTokens(_Spec, tag="max_tokens", frozen=True, kw_only=True):
     value: int
 
 
-class MaxCost(_Spec, tag="max_cost"):
+class MaxCost(_Spec, tag="max_cost", frozen=True, kw_only=True):
     usd: float
 
 
-class MaxLatency(_Spec, tag="max_latency"):
+class MaxLatency(_Spec, tag="max_latency", frozen=True, kw_only=True):
     seconds: float
 
 
-class PythonScorer(_Spec, tag="python"):
+class PythonScorer(_Spec, tag="python", frozen=True, kw_only=True):
     callable: str
     """`package.module:function`; called with the Transcript, returns bool, a float in
     [0, 1], (bool, reason) or a ScoreResult."""
 
 
-class Rubric(_Spec, tag="rubric"):
+class Rubric(_Spec, tag="rubric", frozen=True, kw_only=True):
     rubric: str
     model: str | None = None
     pass_threshold: float = 0.5

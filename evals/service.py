@@ -9,6 +9,7 @@ group; a restart resumes unfinished runs (finished cases are not run again).
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -523,8 +524,8 @@ class EvalService:
         workspace_id: str,
         selection: SessionSelection,
         params: StartEval,
-        scorers: list[dict[str, Any]],
-    ) -> list[CasePlan]:
+        scorers: builtins.list[dict[str, Any]],
+    ) -> builtins.list[CasePlan]:
         ids = list(selection.session_ids)
         if not ids:
             tags: dict[str, frozenset[str]] = {}
@@ -560,7 +561,7 @@ class EvalService:
 
     async def _agent_refs(
         self, workspace_id: str, params: StartEval, suite_agent: str | None
-    ) -> list[AgentRef]:
+    ) -> builtins.list[AgentRef]:
         agent_id = params.agent_id or suite_agent
         if agent_id is None:
             if params.sessions is None:

@@ -15,13 +15,13 @@ import msgspec
 from sessiond.store.errors import InvalidInputError
 
 TOOLSET_TOOLS = ("bash", "read", "write", "edit", "glob", "grep", "web_fetch", "web_search")
-DEFAULT_EFFORT = "high"
 """Effort when none is given: the contract resolves it per model; we use one default."""
 MAX_TOOLS = 256
 MAX_MCP_SERVERS = 20
 
 ToolName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
 Effort = Literal["low", "medium", "high", "xhigh", "max"]
+DEFAULT_EFFORT: Effort = "high"
 
 
 class _Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
@@ -262,20 +262,20 @@ def _resolve_toolset(params: AgentToolsetParams) -> AgentToolset:
         given[config.name] = config
     configs = []
     for name in TOOLSET_TOOLS:
-        config = given.get(name)
+        found = given.get(name)
         configs.append(
             AgentToolConfig(
                 name=name,
                 type=name,
                 enabled=default.enabled
-                if config is None or config.enabled is None
-                else config.enabled,
+                if found is None or found.enabled is None
+                else found.enabled,
                 permission_policy=(
-                    config.permission_policy
-                    if config and config.permission_policy
+                    found.permission_policy
+                    if found and found.permission_policy
                     else default.permission_policy
                 ),
-                **_web_extras(config, name),
+                **_web_extras(found, name),
             )
         )
     return AgentToolset(default_config=default, configs=configs)

@@ -7,6 +7,7 @@ own, in the same transaction (`save_record(record, version=…)`), so "latest" a
 
 from __future__ import annotations
 
+import builtins
 from typing import Literal
 
 import msgspec
@@ -194,7 +195,7 @@ def apply_update(current: Agent, params: UpdateAgent, now: str) -> Agent:
         servers = params.mcp_servers or []
         changes["mcp_servers"] = servers
     if params.tools is not msgspec.UNSET:
-        tools = resolve_tools(params.tools or [], servers)  # type: ignore[assignment]
+        tools = resolve_tools(params.tools or [], servers)
         changes["tools"] = tools
     elif params.mcp_servers is not msgspec.UNSET:
         _check_servers_still_referenced(tools, servers)
@@ -206,7 +207,7 @@ def apply_update(current: Agent, params: UpdateAgent, now: str) -> Agent:
         changes["execution_identity"] = params.execution_identity or ServiceAccount()
     if params.multiagent is not msgspec.UNSET:
         changes["multiagent"] = params.multiagent
-    return msgspec.structs.replace(current, updated_at=now, **changes)  # type: ignore[arg-type]
+    return msgspec.structs.replace(current, updated_at=now, **changes)
 
 
 def _check_servers_still_referenced(tools: list[Tool], servers: list[MCPServer]) -> None:
@@ -278,7 +279,7 @@ class AgentService:
 
     async def list_versions(
         self, workspace_id: str, agent_id: str, *, after_version: int, limit: int
-    ) -> list[Agent]:
+    ) -> builtins.list[Agent]:
         """Versions in ascending order."""
         await self._record(workspace_id, agent_id)
         versions = await self._store.list_versions(
@@ -372,4 +373,4 @@ def _override(snapshot: SessionAgent, params: AgentWithOverrides) -> SessionAgen
         changes["tools"] = resolve_tools(params.tools, servers)
     if params.skills is not msgspec.UNSET:
         changes["skills"] = resolve_skills(params.skills)
-    return msgspec.structs.replace(snapshot, **changes)  # type: ignore[arg-type]
+    return msgspec.structs.replace(snapshot, **changes)

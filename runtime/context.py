@@ -37,7 +37,7 @@ def _append(messages: list[pb.Message], role: str, blocks: list[Any]) -> None:
     if not blocks:
         return
     if messages and messages[-1].role == role:
-        messages[-1] = pb.Message(role=role, content=[*messages[-1].content, *blocks])  # type: ignore[arg-type]
+        messages[-1] = pb.Message(role=role, content=[*messages[-1].content, *blocks])
     else:
         messages.append(pb.Message(role=role, content=blocks))  # type: ignore[arg-type]
 

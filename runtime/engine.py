@@ -23,7 +23,7 @@ import msgspec
 from sessiond.runtime import events as ev
 from sessiond.runtime.agent_tools import AgentTools, agent_tools
 from sessiond.runtime.cassette import Cassette
-from sessiond.runtime.content import TextBlock
+from sessiond.runtime.content import AgentContent, TextBlock
 from sessiond.runtime.context import build_request
 from sessiond.runtime.deltas import DeltaHub, Preview
 from sessiond.runtime.error_objects import (
@@ -284,13 +284,16 @@ class Engine:
             else:
                 return
         log.error("session %s: step limit reached; ending the turn", session_id)
-        error = UnknownErrorObject(
+        stopped = UnknownErrorObject(
             message=f"the engine took {MAX_STEPS_PER_DRIVE} steps in one drive; turn stopped",
             retry_status=RetryStatusExhausted(),
         )
         await self._append(
             session_id,
-            [ev.SessionError(error=error), ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted())],
+            [
+                ev.SessionError(error=stopped),
+                ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted()),
+            ],
         )
 
     async def has_work(self, session_id: str) -> bool:
@@ -430,7 +433,9 @@ class Engine:
             )
             return
         out: list[ev.EventBase] = []
-        texts = [TextBlock(text=b.text) for b in response.content if isinstance(b, pb.TextBlock)]
+        texts: list[AgentContent] = [
+            TextBlock(text=b.text) for b in response.content if isinstance(b, pb.TextBlock)
+        ]
         if texts:
             out.append(ev.AgentMessage(id=message_id, content=texts))
         for block in response.content:

@@ -260,7 +260,7 @@ class EnvironmentService:
                     )
                 changes["config"] = resolve_config(params.config, current.config)
             now = now_ts()
-            updated = msgspec.structs.replace(current, updated_at=now, **changes)  # type: ignore[arg-type]
+            updated = msgspec.structs.replace(current, updated_at=now, **changes)
             try:
                 await self._store.save_record(
                     msgspec.structs.replace(record, data=_encode(updated), updated_at=now)

@@ -541,7 +541,8 @@ class SQLiteStore:
             return AppendResult(events=stored, last_seq=len(stored), record=saved)
 
         op = _Op(_call, (apply,))
-        return await self._submit_op(op)
+        created: AppendResult = await self._submit_op(op)
+        return created
 
     async def append(
         self,
@@ -554,7 +555,8 @@ class SQLiteStore:
     ) -> AppendResult:
         """Append after `expected_seq` (None: after the last), all or nothing."""
         args = (self, session_id, events, expected_seq, idempotency_key, project)
-        return await self._submit_op(_Op(SQLiteStore._apply_append, args))
+        appended: AppendResult = await self._submit_op(_Op(SQLiteStore._apply_append, args))
+        return appended
 
     def _apply_append(
         self,
@@ -624,9 +626,10 @@ class SQLiteStore:
         # cancelled caller never leaves a statement open either.
         try:
             with anyio.CancelScope(shield=True):
-                return list(await self._reader().execute_fetchall(sql, params))
+                rows = list(await self._reader().execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
+        return rows
 
     async def read(self, session_id: str, query: EventQuery = ALL_EVENTS) -> list[StoredEvent]:
         """Events of one stream, as one index seek on (session_id, seq); a plain read of
@@ -685,7 +688,7 @@ class SQLiteStore:
 
     def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
         """Subscribe to one stream's commits."""
-        return self._notifier.watch(session_id)  # type: ignore[return-value]
+        return self._notifier.watch(session_id)
 
     async def delete_stream(self, session_id: str) -> None:
         """Delete a stream with its events, keys and record; wake its watchers."""

@@ -85,7 +85,8 @@ async def _resume_seq(request: Request, session_id: str) -> int | None:
         raise InvalidInputError(
             f"after: event {event_id!r} is not an event of this session", code="invalid_resume_id"
         )
-    return stored.seq
+    seq: int = stored.seq
+    return seq
 
 
 async def stream_events(request: Request) -> Response:

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import anthropic
+import anthropic.types as at
 import msgspec
 
 from sessiond.runtime.providers import base as pb
@@ -63,8 +64,9 @@ def to_params(request: pb.ModelRequest) -> dict[str, Any]:
 def translate(exc: Exception) -> AppError:
     """The SDK's exception as one of ours."""
     if isinstance(exc, anthropic.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {}
+        found = body.get("error")
+        error: dict[str, Any] = found if isinstance(found, dict) else {}
         if exc.status_code == 200 and error.get("type") == "overloaded_error":
             return UnavailableError(f"anthropic: {exc.message}", code="model_overloaded")
         return from_status("anthropic", exc.status_code, exc.message, exc.response.headers)
@@ -103,16 +105,19 @@ class AnthropicProvider:
             # The SDK's own transport, errors and stream decoding, but a body encoded here:
             # `messages.create` deep-copies and re-encodes the whole history on every call
             # (~5 ms of CPU for a 30-turn session, on the server's loop).
+            # Typed loosely: the SDK's RequestOptions gained the tracing keys in later
+            # releases, and sessiond runs on a range of them.
+            options: Any = {
+                "headers": {"Content-Type": "application/json"},
+                # The SDK's tracing span, as messages.create names it.
+                "span_name": "anthropic.messages.create",
+                "span_route": "/v1/messages",
+            }
             stream = await self._client.post(
                 "/v1/messages",
                 cast_to=anthropic.types.Message,
                 content=msgspec.json.encode({**to_params(request), "stream": True}),
-                options={  # type: ignore[typeddict-unknown-key]
-                    "headers": {"Content-Type": "application/json"},
-                    # The SDK's tracing span, as messages.create names it.
-                    "span_name": "anthropic.messages.create",
-                    "span_route": "/v1/messages",
-                },
+                options=options,
                 stream=True,
                 stream_cls=anthropic.AsyncStream[anthropic.types.RawMessageStreamEvent],
             )
@@ -121,37 +126,36 @@ class AnthropicProvider:
             )
             async with stream:
                 async for event in stream:
-                    kind = event.type
-                    if kind == "message_start":
+                    if isinstance(event, at.RawMessageStartEvent):
                         u = event.message.usage
                         usage["input_tokens"] = u.input_tokens or 0
                         usage["cache_read_input_tokens"] = u.cache_read_input_tokens or 0
                         usage["cache_creation_input_tokens"] = u.cache_creation_input_tokens or 0
                         usage["output_tokens"] = u.output_tokens or 0
-                    elif kind == "content_block_start":
+                    elif isinstance(event, at.RawContentBlockStartEvent):
                         block = event.content_block
-                        if block.type == "text":
+                        if isinstance(block, at.TextBlock):
                             text_index[event.index] = len(text_index)
                             blocks[event.index] = {"type": "text", "text": block.text or ""}
-                        elif block.type == "tool_use":
+                        elif isinstance(block, at.ToolUseBlock):
                             blocks[event.index] = {
                                 "type": "tool_use",
                                 "id": block.id,
                                 "name": block.name,
                                 "json": "",
                             }
-                    elif kind == "content_block_delta":
+                    elif isinstance(event, at.RawContentBlockDeltaEvent):
                         delta = event.delta
                         target = blocks.get(event.index)
                         if target is None:
                             continue
-                        if delta.type == "text_delta":
+                        if isinstance(delta, at.TextDelta):
                             target["text"] += delta.text
                             if on_delta is not None:
                                 await on_delta(pb.TextDelta(text_index[event.index], delta.text))
-                        elif delta.type == "input_json_delta":
+                        elif isinstance(delta, at.InputJSONDelta):
                             target["json"] += delta.partial_json
-                    elif kind == "message_delta":
+                    elif isinstance(event, at.RawMessageDeltaEvent):
                         stop = event.delta.stop_reason or stop
                         if event.usage is not None and event.usage.output_tokens is not None:
                             usage["output_tokens"] = event.usage.output_tokens
