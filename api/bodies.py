@@ -6,6 +6,7 @@ TypeScript SDK, no content type at all: an empty body decodes as `{}`.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any, TypeVar
 
@@ -41,11 +42,39 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+MAX_JSON_DEPTH = 64
+"""Nesting a request body may have. Deeper JSON reached a RecursionError at whichever layer
+took it apart (the decoder, the event probe, a schema check, an encode): refused here, at
+the edge, before anything is written. Real bodies (tool schemas included) nest far less."""
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text `raw` nests deeper than `limit`, found without parsing it:
+    strings are cut out, only brackets kept, and each pass removes the innermost empty
+    pairs (C-speed regex work; a body with few brackets is not scanned at all)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_A_BRACKET)
+    for _ in range(limit):
+        brackets, removed = _EMPTY_PAIR.subn(b"", brackets)
+        if not brackets or not removed:
+            return False  # done, or unbalanced: the decoder will say what is wrong
+    return True
+
+
 async def decode_body(request: Request, cls: type[T]) -> T:
     """Decode and validate the JSON body as `cls` (msgspec errors become 400 with `$.path`)."""
     raw = await read_body(request)
     if not raw.strip():
         raw = b"{}"
+    if too_deep(raw):
+        raise InvalidInputError(
+            f"request body: JSON nested deeper than {MAX_JSON_DEPTH} levels", code="too_deep"
+        )
     decoder: msgspec.json.Decoder[T] = _decoder(cls)  # type: ignore[arg-type]
     return decoder.decode(raw)
 

@@ -32,9 +32,18 @@ def decode_cursor(cursor: str) -> list[Any]:
         parts = msgspec.json.decode(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (ValueError, msgspec.DecodeError):
         raise InvalidInputError("page: malformed cursor", code="invalid_cursor") from None
-    if not isinstance(parts, list):
+    if not isinstance(parts, list) or not all(_sane(p) for p in parts):
         raise InvalidInputError("page: malformed cursor", code="invalid_cursor")
     return parts
+
+
+def _sane(part: Any) -> bool:
+    """Cursors hold strings and seqs: an int past 64 bits or a float never came from us."""
+    if isinstance(part, bool):
+        return False
+    if isinstance(part, int):
+        return 0 <= part < 2**63
+    return isinstance(part, str)
 
 
 def page_body(

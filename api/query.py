@@ -7,6 +7,9 @@ from starlette.requests import Request
 from sessiond.store.clock import parse_ts
 from sessiond.store.errors import InvalidInputError
 
+_LARGEST = 2**31 - 1
+"""No integer parameter means more (versions, limits); past it, databases overflow."""
+
 
 def query_list(request: Request, name: str) -> list[str]:
     """Values of an array parameter, sent as `name[]=a&name[]=b` (SDK) or `name=a&name=b`."""
@@ -34,6 +37,8 @@ def query_int(
         raise InvalidInputError(f"{name}: must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
         value = maximum
+    if value > _LARGEST:
+        raise InvalidInputError(f"{name}: must be at most {_LARGEST}, got {raw}")
     return value
 
 

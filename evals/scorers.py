@@ -5,6 +5,11 @@ are checked when decoded, so a bad regex, schema or import path is a 400 before 
 runs. Kinds: `exact`, `contains`, `regex`, `json_schema` (on the final message),
 `tool_called`, `max_turns`, `max_tokens`, `max_cost`, `max_latency`, `python` (a callable
 by import path) and `rubric` (model-graded, through any configured provider).
+
+Scorers sent over HTTP are a tenant's input run inside the server, so each is bounded:
+patterns run on the `regex` library with a timeout (a backtracking pattern cannot hold the
+server: stdlib `re` has no timeout and keeps the GIL), off the event loop; JSON schemas
+never fetch a remote `$ref`; anything a scorer raises is a failed verdict.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import Any
 import anyio
 import jsonschema
 import msgspec
+import referencing
+import referencing.exceptions
+import regex
 
 from sessiond.evals.results import ScoreResult
 from sessiond.evals.transcript import Transcript
@@ -26,6 +34,8 @@ from sessiond.runtime.providers import base as pb
 from sessiond.store.errors import AppError, InvalidInputError
 
 _SHOW = 200
+PATTERN_TIMEOUT_S = 1.0
+"""How long one pattern may search one text before the scorer fails."""
 
 
 class _Spec(
@@ -123,7 +133,7 @@ class ScoreContext(msgspec.Struct, kw_only=True):
 
 
 def _flags(letters: str) -> int:
-    table = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
+    table = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL}
     value = 0
     for letter in letters:
         if letter not in table:
@@ -134,22 +144,18 @@ def _flags(letters: str) -> int:
 
 def _check(spec: ScorerSpec, where: str, python_modules: frozenset[str] | None) -> None:
     if isinstance(spec, Regex):
-        try:
-            re.compile(spec.pattern, _flags(spec.flags))
-        except re.error as exc:
-            raise InvalidInputError(f"{where}: bad pattern {spec.pattern!r}: {exc}") from exc
+        _compile(spec.pattern, _flags(spec.flags), where)
     elif isinstance(spec, JsonSchema):
         try:
             jsonschema.Draft202012Validator.check_schema(spec.schema)
         except jsonschema.SchemaError as exc:
             raise InvalidInputError(f"{where}: invalid JSON schema: {exc.message}") from exc
+        except (RecursionError, OverflowError, ValueError) as exc:
+            raise InvalidInputError(f"{where}: unusable JSON schema: {exc}") from exc
     elif isinstance(spec, ToolCalled):
         for key, value in (spec.input or {}).items():
             if isinstance(value, str) and value.startswith("re:"):
-                try:
-                    re.compile(value[3:])
-                except re.error as exc:
-                    raise InvalidInputError(f"{where}: input.{key}: bad pattern: {exc}") from exc
+                _compile(value[3:], 0, f"{where}: input.{key}")
     elif isinstance(spec, Contains):
         if spec.value is None and not spec.values:
             raise InvalidInputError(f"{where}: contains needs value or values")
@@ -158,6 +164,25 @@ def _check(spec: ScorerSpec, where: str, python_modules: frozenset[str] | None) 
         _load_callable(spec.callable, where)
     elif isinstance(spec, Rubric) and not 0 <= spec.pass_threshold <= 1:
         raise InvalidInputError(f"{where}: pass_threshold must be within [0, 1]")
+
+
+def _compile(pattern: str, flags: int, where: str) -> None:
+    try:
+        regex.compile(pattern, flags)
+    except (regex.error, RecursionError, OverflowError, ValueError) as exc:
+        raise InvalidInputError(f"{where}: bad pattern {_cut(pattern)!r}: {exc}") from exc
+
+
+def _search(pattern: str, text: str, flags: int = 0) -> regex.Match[str] | None:
+    """A user's pattern over a text, bounded in time (raises TimeoutError past it)."""
+    return regex.search(pattern, text, flags, timeout=PATTERN_TIMEOUT_S, concurrent=True)
+
+
+def _no_remote_schemas(uri: str) -> referencing.Resource[Any]:
+    raise referencing.exceptions.NoSuchResource(uri)  # a scorer never fetches a URL
+
+
+_SCHEMAS: referencing.Registry[Any] = referencing.Registry(retrieve=_no_remote_schemas)  # type: ignore[call-arg]
 
 
 def _require_allowed(path: str, where: str, modules: frozenset[str] | None) -> None:
@@ -182,7 +207,7 @@ def _load_callable(path: str, where: str = "python") -> Callable[[Transcript], A
         target: Any = importlib.import_module(module_name)
         for part in attr.split("."):
             target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
         raise InvalidInputError(f"{where}: cannot import {path!r}: {exc}") from exc
     if not callable(target):
         raise InvalidInputError(f"{where}: {path!r} is not callable")
@@ -200,6 +225,8 @@ def decode_scorers(
     `python_modules` bounds where `python` scorers may come from (None: anywhere, for the
     local CLI; the server passes its operator's allow-list, empty by default).
     """
+    if not isinstance(raw, bytes | bytearray | list | tuple):
+        raise InvalidInputError(f"{where}: expected a list of scorers", code="invalid_scorer")
     try:
         if isinstance(raw, bytes | bytearray):
             specs = _decode_list(raw)
@@ -236,7 +263,7 @@ def _input_matches(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> bo
             return False
         got = actual[key]
         if isinstance(want, str) and want.startswith("re:"):
-            if not isinstance(got, str) or re.search(want[3:], got) is None:
+            if not isinstance(got, str) or _search(want[3:], got) is None:
                 return False
         elif got != want:
             return False
@@ -245,6 +272,24 @@ def _input_matches(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> bo
 
 async def score(spec: ScorerSpec, transcript: Transcript, context: ScoreContext) -> ScoreResult:
     """One scorer's verdict (scorer bugs and grader failures are failed verdicts, not raises)."""
+    match spec:
+        case PythonScorer():
+            _require_allowed(spec.callable, "python", context.python_modules)
+            # In a worker thread: the user's code must not block the server's loop.
+            return await anyio.to_thread.run_sync(_call_python, spec, transcript)
+        case Rubric():
+            return await _grade(spec, transcript, context)
+    # Patterns and schemas run in a worker thread too (the `regex` search lets go of the
+    # GIL), each bounded by its timeout.
+    try:
+        return await anyio.to_thread.run_sync(_score_here, spec, transcript, context)
+    except TimeoutError:
+        return _result(spec, False, f"the pattern took longer than {PATTERN_TIMEOUT_S:g} s")
+    except Exception as exc:  # a schema that cannot resolve a `$ref`, say
+        return _result(spec, False, f"the scorer failed: {type(exc).__name__}: {_cut(str(exc))}")
+
+
+def _score_here(spec: ScorerSpec, transcript: Transcript, context: ScoreContext) -> ScoreResult:
     text = transcript.final_text
     match spec:
         case Exact():
@@ -262,17 +307,16 @@ async def score(spec: ScorerSpec, transcript: Transcript, context: ScoreContext)
             detail = f"missing {missing!r} in {_cut(text)!r}" if missing else "all found"
             return _result(spec, not missing, detail)
         case Regex():
-            found = re.search(spec.pattern, text, _flags(spec.flags))
+            found = _search(spec.pattern, text, _flags(spec.flags))
             detail = f"matched {found.group(0)!r}" if found else f"no match in {_cut(text)!r}"
             return _result(spec, found is not None, detail)
         case JsonSchema():
             try:
                 value = _json_in(text)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 return _result(spec, False, f"final message is not JSON: {exc}")
-            errors = sorted(
-                jsonschema.Draft202012Validator(spec.schema).iter_errors(value), key=str
-            )
+            validator = jsonschema.Draft202012Validator(spec.schema, registry=_SCHEMAS)
+            errors = sorted(validator.iter_errors(value), key=str)
             if errors:
                 first = errors[0]
                 path = "/".join(str(p) for p in first.absolute_path) or "(root)"
@@ -308,12 +352,6 @@ async def score(spec: ScorerSpec, transcript: Transcript, context: ScoreContext)
         case MaxLatency():
             took = transcript.latency_s
             return _result(spec, took <= spec.seconds, f"{took:.3f}s (max {spec.seconds:g}s)")
-        case PythonScorer():
-            _require_allowed(spec.callable, "python", context.python_modules)
-            # In a worker thread: the user's code must not block the server's loop.
-            return await anyio.to_thread.run_sync(_call_python, spec, transcript)
-        case Rubric():
-            return await _grade(spec, transcript, context)
     raise AssertionError(f"unhandled scorer {spec!r}")
 
 

@@ -629,6 +629,10 @@ class SQLiteStore:
                 rows = list(await self._reader().execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
+        except OverflowError as exc:  # a client's number past SQLite's 64-bit integers
+            raise InvalidInputError(
+                "a number in the request is too large", code="number_too_large"
+            ) from exc
         return rows
 
     async def read(self, session_id: str, query: EventQuery = ALL_EVENTS) -> list[StoredEvent]:

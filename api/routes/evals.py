@@ -128,7 +128,7 @@ async def eval_report(request: Request) -> Response:
     baseline = None
     if request.query_params.get("baseline"):
         agent, _, version = request.query_params["baseline"].rpartition(":")
-        if not agent or not version.isdigit():
+        if not agent or not (version.isascii() and version.isdigit() and len(version) <= 10):
             raise InvalidInputError("baseline: expected AGENT_ID:VERSION")
         baseline = (agent, int(version))
     report = build_report(results, baseline=baseline, title=", ".join(run_ids))
@@ -172,9 +172,12 @@ async def replay_session(request: Request) -> Response:
     """Fold the session's log again (no model calls), check the projection, and score it."""
     ws = await workspace_id(request)
     params = await decode_body(request, ReplayParams)
-    scorers = decode_scorers(params.scorers)
     services = request.app.state.services
-    context = ScoreContext(models=services.models, grader_model=params.grader_model)
+    allowed = request.app.state.config.python_scorer_modules
+    scorers = decode_scorers(params.scorers, python_modules=allowed)
+    context = ScoreContext(
+        models=services.models, grader_model=params.grader_model, python_modules=allowed
+    )
     result = await replay_stored(
         services.store, ws, request.path_params["session_id"], scorers, context
     )

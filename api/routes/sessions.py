@@ -134,7 +134,7 @@ async def list_sessions(request: Request) -> Response:
     page = request.query_params.get("page")
     if page:
         parts = decode_cursor(page)
-        if len(parts) != 3 or parts[2] not in ("next", "prev"):
+        if len(parts) != 3 or parts[2] not in ("next", "prev") or not isinstance(parts[0], str):
             raise InvalidInputError("page: malformed cursor", code="invalid_cursor")
         after = (str(parts[0]), str(parts[1]))
         backwards = parts[2] == "prev"
