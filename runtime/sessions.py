@@ -14,8 +14,15 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 
 from sessiond.runtime import events as ev
+from sessiond.runtime.agent_config import MCPToolset
 from sessiond.runtime.agents import AgentService, SessionAgent
-from sessiond.runtime.environments import EnvironmentService, SelfHostedConfig
+from sessiond.runtime.environments import (
+    CloudConfig,
+    Environment,
+    EnvironmentService,
+    Limited,
+    SelfHostedConfig,
+)
 from sessiond.runtime.faults import crash_point
 from sessiond.runtime.fold import OutcomeEvaluation, SessionState, fold_all
 from sessiond.runtime.limits import Limits, Title
@@ -264,6 +271,34 @@ def _rewrite_ids(data: bytes, new_ids: dict[str, str]) -> bytes:
     return _JSON_ID.sub(swap, data)
 
 
+def refuse_unenforced(environment: Environment, agent: SessionAgent) -> None:
+    """Refuse a session whose environment or agent asks for what this server does not do
+    yet: a setting that is stored but has no effect (a `limited` network that tools could
+    leave, packages never installed, MCP servers never connected) is worse than none."""
+    unenforced: list[str] = []
+    config = environment.config
+    if isinstance(config, CloudConfig):
+        if isinstance(config.networking, Limited):
+            unenforced.append("the environment's `limited` networking (tools could reach any host)")
+        if any(getattr(config.packages, manager) for manager in _PACKAGE_MANAGERS):
+            unenforced.append("the environment's `packages` (nothing would be installed)")
+    if agent.mcp_servers or any(isinstance(t, MCPToolset) for t in agent.tools):
+        unenforced.append("the agent's MCP servers (none would be connected)")
+    if agent.skills:
+        unenforced.append("the agent's skills (none would be loaded)")
+    if agent.multiagent is not None:
+        unenforced.append("the agent's `multiagent` config (no other agent would run)")
+    if unenforced:
+        raise InvalidInputError(
+            "this server does not enforce " + "; ".join(unenforced) + " yet, so it refuses "
+            "to run a session that relies on it",
+            code="unenforced_config",
+        )
+
+
+_PACKAGE_MANAGERS = ("apt", "cargo", "gem", "go", "npm", "pip")
+
+
 def _check_metadata(metadata: dict[str, str]) -> None:
     if len(metadata) > _MAX_METADATA_KEYS:
         raise InvalidInputError("metadata: at most 16 keys", code="invalid_metadata")
@@ -330,13 +365,11 @@ class SessionService:
         initial = validate_initial_events(params.initial_events)
         environment = await self._environments.require_usable(workspace_id, params.environment_id)
         if snapshot is None:
-            agent_raw = msgspec.Raw(
-                msgspec.json.encode(
-                    await self._agents.resolve_for_session(workspace_id, params.agent)
-                )
-            )
+            agent = await self._agents.resolve_for_session(workspace_id, params.agent)
         else:
-            agent_raw = msgspec.Raw(snapshot)
+            agent = _decode_snapshot(snapshot)
+        refuse_unenforced(environment, agent)
+        agent_raw = msgspec.Raw(msgspec.json.encode(agent))
         pinned = msgspec.json.decode(agent_raw)
         now = now_ts()
         session_id = new_id("sesn")
@@ -394,11 +427,10 @@ class SessionService:
         if not prefix:
             raise InvalidInputError("cannot fork a session with no events", code="empty_session")
         if not isinstance(params.agent, msgspec.UnsetType):
-            agent_raw = msgspec.Raw(
-                msgspec.json.encode(
-                    await self._agents.resolve_for_session(workspace_id, params.agent)
-                )
-            )
+            agent = await self._agents.resolve_for_session(workspace_id, params.agent)
+            environment = await self._environments.retrieve(workspace_id, doc.environment_id)
+            refuse_unenforced(environment, agent)
+            agent_raw = msgspec.Raw(msgspec.json.encode(agent))
         else:
             agent_raw = doc.agent
         metadata = dict(doc.state.metadata) if params.metadata is None else params.metadata
@@ -471,6 +503,7 @@ class SessionService:
                 "(name one with `agent`)",
                 code="import_agent_not_found",
             ) from exc
+        refuse_unenforced(environment, agent)
         decoded: list[ev.EventBase] = []
         for index, raw in enumerate(params.events):
             try:

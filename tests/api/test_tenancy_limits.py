@@ -269,3 +269,41 @@ def test_work_directories_never_overlap_the_data_directory(tmp_path: Path) -> No
             Config(database_url=url, workdir_root=str(root)).resolved_workdir_root()
     apart = Config(database_url=url, workdir_root=str(tmp_path / "work"))
     assert apart.resolved_workdir_root() == (tmp_path / "work").resolve()
+
+
+@pytest.mark.parametrize(
+    ("environment", "agent", "words"),
+    [
+        ({"type": "cloud", "networking": {"type": "limited"}}, {}, "`limited` networking"),
+        ({"type": "cloud", "packages": {"pip": ["requests"]}}, {}, "`packages`"),
+        (
+            None,
+            {
+                "mcp_servers": [{"type": "url", "name": "docs", "url": "https://example.com/mcp"}],
+                "tools": [{"type": "mcp_toolset", "mcp_server_name": "docs"}],
+            },
+            "MCP servers",
+        ),
+    ],
+)
+def test_a_session_relying_on_what_is_not_enforced_is_refused(
+    admin: httpx.Client,
+    server: RunningServer,
+    environment: dict[str, Any] | None,
+    agent: dict[str, Any],
+    words: str,
+) -> None:
+    """Stored but without effect is worse than refused: a `limited` network that tools
+    could leave would only give a false sense of safety."""
+    made = admin.post("/v1/agents", json={"name": "a", "model": "scripted", **agent})
+    assert made.status_code == 200, made.text
+    env_body: dict[str, Any] = {"name": "e"}
+    if environment is not None:
+        env_body["config"] = environment
+    env = admin.post("/v1/environments", json=env_body).json()
+    before = rows(server, "records")
+    response = admin.post(
+        "/v1/sessions", json={"agent": made.json()["id"], "environment_id": env["id"]}
+    )
+    refused(response, 400, words, "does not enforce")
+    assert rows(server, "records") == before
