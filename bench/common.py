@@ -108,6 +108,8 @@ class Server:
             "SESSIOND_DATABASE_URL": f"sqlite:///{workdir / 'sessiond.db'}",
             "SESSIOND_DATA_DIR": str(workdir),
             "SESSIOND_WORKDIR_ROOT": str(workdir.with_name(workdir.name + "-tools")),
+            # The load generators hold thousands of streams with the one admin key.
+            "SESSIOND_MAX_STREAMS_PER_KEY": "100000",
             "SESSIOND_API_KEY": ADMIN_KEY,
             "ANTHROPIC_API_KEY": "sk-fake",
         }

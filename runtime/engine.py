@@ -369,7 +369,7 @@ class Engine:
         seen = [*events, *before_start]
         running = [] if _status(seen) == "running" else [ev.SessionStatusRunning()]
         request = build_request(tools, seen)
-        spent = _spent_micro_usd(seen)
+        spent = _spent_micro_usd(seen) if doc.budget is not None else 0
         if doc.budget is not None:
             refusal = _budget_refusal(doc.budget, spent, request.model)
             if refusal is not None:

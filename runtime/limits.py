@@ -34,7 +34,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_eval_cases: int = 1_000
     """Case sessions one eval run may start: cases x versions x repeats
     (`SESSIOND_MAX_EVAL_CASES`)."""
-    max_streams_per_key: int = 200
+    max_streams_per_key: int = 1_000
     """Event streams (sessions' and eval runs') one API key may hold open at once; past it
     a new stream gets 429 (`SESSIOND_MAX_STREAMS_PER_KEY`)."""
     max_model_requests_per_turn: int = 200
