@@ -7,9 +7,12 @@ TypeScript SDK, no content type at all: an empty body decodes as `{}`.
 from __future__ import annotations
 
 import re
+from array import array
 from functools import cache
+from itertools import accumulate
 from typing import Any, TypeVar
 
+import anyio
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,23 +50,30 @@ MAX_JSON_DEPTH = 64
 took it apart (the decoder, the event probe, a schema check, an encode): refused here, at
 the edge, before anything is written. Real bodies (tool schemas included) nest far less."""
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+# A JSON string, or an unterminated one up to the end: possessive, and every quote's match
+# ends at the next closing quote or at the end, so the whole scan is linear (a pattern
+# that failed on an unterminated string was tried again at each later quote: quadratic).
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+\\?(?:"|\Z)', re.DOTALL)
 _NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_CHUNK = 1 << 20
 
 
 def too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether the JSON text `raw` nests deeper than `limit`, found without parsing it:
-    strings are cut out, only brackets kept, and each pass removes the innermost empty
-    pairs (C-speed regex work; a body with few brackets is not scanned at all)."""
+    """Whether the JSON text `raw` nests deeper than `limit` anywhere, balanced or not,
+    found without parsing it, in linear time: strings are cut out, the brackets become
+    +1/-1 steps, and the running depth is summed at C speed a chunk at a time (a body
+    with few brackets is not scanned at all)."""
     if raw.count(b"[") + raw.count(b"{") <= limit:
         return False
-    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_A_BRACKET)
-    for _ in range(limit):
-        brackets, removed = _EMPTY_PAIR.subn(b"", brackets)
-        if not brackets or not removed:
-            return False  # done, or unbalanced: the decoder will say what is wrong
-    return True
+    steps = _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEPS, _NOT_A_BRACKET)
+    depth = 0
+    for start in range(0, len(steps), _CHUNK):
+        chunk = array("b", steps[start : start + _CHUNK])
+        if max(accumulate(chunk, initial=depth)) > limit:
+            return True
+        depth += sum(chunk)
+    return False
 
 
 async def decode_body(request: Request, cls: type[T]) -> T:
@@ -71,12 +81,17 @@ async def decode_body(request: Request, cls: type[T]) -> T:
     raw = await read_body(request)
     if not raw.strip():
         raw = b"{}"
-    if too_deep(raw):
+    # A large body is scanned in a worker thread: its chunks let the loop run between them.
+    deep = await anyio.to_thread.run_sync(too_deep, raw) if len(raw) > _CHUNK else too_deep(raw)
+    if deep:
         raise InvalidInputError(
             f"request body: JSON nested deeper than {MAX_JSON_DEPTH} levels", code="too_deep"
         )
     decoder: msgspec.json.Decoder[T] = _decoder(cls)  # type: ignore[arg-type]
-    return decoder.decode(raw)
+    try:
+        return decoder.decode(raw)
+    except RecursionError:  # a backstop: too_deep should have refused it
+        raise InvalidInputError("request body: JSON nested too deeply", code="too_deep") from None
 
 
 def json_response(value: Any, status_code: int = 200) -> Response:

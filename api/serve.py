@@ -65,6 +65,21 @@ def build_server(app: Starlette, sock: socket.socket) -> Server:
     return Server(config, app)
 
 
+def forbid_inspection() -> None:
+    """Make this process non-dumpable (Linux): a tool command running as the same user can
+    then read neither `/proc/<server>/environ` (the API keys the server was started with)
+    nor its memory, nor attach a debugger. It does not help against root, which is one
+    more reason to run sessiond as a user of its own."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_dumpable = 4
+        libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux
+
+
 def raise_fd_limit() -> None:
     """Lift the soft open-files limit to the hard one: each SSE client holds a socket,
     and a soft limit of 1,024 (a common default) would refuse the thousandth."""
@@ -85,6 +100,7 @@ def raise_fd_limit() -> None:
 async def serve(config: Config, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM."""
     raise_fd_limit()
+    forbid_inspection()
     sock = bind(host, port)
     app = create_app(config)
     server = build_server(app, sock)

@@ -229,6 +229,12 @@ class StreamSlots:
     def __init__(self, per_key: int) -> None:
         self.per_key = per_key
         self._open: Counter[str] = Counter()
+        self._revoked: set[str] = set()
+
+    def revoke(self, key_id: str) -> None:
+        """The key was revoked: its open streams send nothing more and end at their next
+        frame (new ones are refused by authentication)."""
+        self._revoked.add(key_id)
 
     def open(self, key_id: str) -> int:
         """Streams this key holds open now."""
@@ -245,7 +251,7 @@ class StreamSlots:
                 retryable=False,
             )
         self._open[key_id] += 1
-        return _Held(body, lambda: self._release(key_id))
+        return _Held(body, lambda: self._release(key_id), lambda: key_id in self._revoked)
 
     def _release(self, key_id: str) -> None:
         self._open[key_id] -= 1
@@ -257,8 +263,14 @@ class _Held:
     """An async iterator over `body` that gives its slot back exactly once: when the body
     ends or fails, when it is closed, or (never iterated) when it is garbage."""
 
-    def __init__(self, body: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        release: Callable[[], None],
+        revoked: Callable[[], bool],
+    ) -> None:
         self._body = body
+        self._revoked = revoked
         self._release = weakref.finalize(self, release)
 
     def __aiter__(self) -> _Held:
@@ -266,10 +278,14 @@ class _Held:
 
     async def __anext__(self) -> bytes:
         try:
-            return await self._body.__anext__()
+            chunk = await self._body.__anext__()
         except BaseException:
             self._release()
             raise
+        if self._revoked():
+            await self.aclose()
+            raise StopAsyncIteration
+        return chunk
 
     async def aclose(self) -> None:
         """Close the body and give the slot back."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -160,8 +160,7 @@ def _check(spec: ScorerSpec, where: str, python_modules: frozenset[str] | None) 
         if spec.value is None and not spec.values:
             raise InvalidInputError(f"{where}: contains needs value or values")
     elif isinstance(spec, PythonScorer):
-        _require_allowed(spec.callable, where, python_modules)
-        _load_callable(spec.callable, where)
+        _load_callable(spec.callable, where, python_modules)
     elif isinstance(spec, Rubric) and not 0 <= spec.pass_threshold <= 1:
         raise InvalidInputError(f"{where}: pass_threshold must be within [0, 1]")
 
@@ -185,21 +184,56 @@ def _no_remote_schemas(uri: str) -> referencing.Resource[Any]:
 _SCHEMAS: referencing.Registry[Any] = referencing.Registry(retrieve=_no_remote_schemas)  # type: ignore[call-arg]
 
 
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    """`pattern`, on the regex library with a timeout (jsonschema's own uses stdlib re)."""
+    if validator.is_type(instance, "string") and _search(pattern, instance) is None:
+        yield jsonschema.ValidationError(f"{_cut(instance)!r} does not match {pattern!r}")
+
+
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema: Any
+) -> Iterator[Any]:
+    """`patternProperties`, likewise bounded."""
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if _search(pattern, key) is not None:
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator,
+    {"pattern": _pattern, "patternProperties": _pattern_properties},
+)
+"""Draft 2020-12 with every pattern a tenant gives bounded in time."""
+
+
 def _require_allowed(path: str, where: str, modules: frozenset[str] | None) -> None:
     """Refuse a callable outside the allowed modules, before anything is imported: naming
     any importable callable over HTTP ran arbitrary code in the server (`sys:exit`)."""
     if modules is None:
         return
-    module_name = path.partition(":")[0]
-    if not any(module_name == m or module_name.startswith(m + ".") for m in modules):
+    module_name, _, attr = path.partition(":")
+    if not _allowed_module(module_name, modules) or not attr.isidentifier():
         raise InvalidInputError(
-            f"{where}: python scorers run on this server only from the modules its operator "
-            f"allows (SESSIOND_PYTHON_SCORER_MODULES); {module_name!r} is not one of them",
+            f"{where}: python scorers run on this server only as a function named in one of "
+            f"the modules its operator allows (SESSIOND_PYTHON_SCORER_MODULES), as "
+            f"`module:function`; {path!r} is not one",
             code="python_scorer_not_allowed",
         )
 
 
-def _load_callable(path: str, where: str = "python") -> Callable[[Transcript], Any]:
+def _allowed_module(name: str, modules: frozenset[str]) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
+def _load_callable(
+    path: str, where: str = "python", modules: frozenset[str] | None = None
+) -> Callable[[Transcript], Any]:
+    """The callable at `module:attr.path`. With an allow-list, it must be a function of
+    one of those modules, not something they imported (`allowed:os.system`)."""
+    _require_allowed(path, where, modules)
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise InvalidInputError(f"{where}: callable must look like package.module:function")
@@ -211,6 +245,13 @@ def _load_callable(path: str, where: str = "python") -> Callable[[Transcript], A
         raise InvalidInputError(f"{where}: cannot import {path!r}: {exc}") from exc
     if not callable(target):
         raise InvalidInputError(f"{where}: {path!r} is not callable")
+    home = getattr(target, "__module__", None)
+    if modules is not None and not (isinstance(home, str) and _allowed_module(home, modules)):
+        raise InvalidInputError(
+            f"{where}: {path!r} is defined in {home!r}, not in a module this server allows "
+            "(SESSIOND_PYTHON_SCORER_MODULES)",
+            code="python_scorer_not_allowed",
+        )
     return target  # type: ignore[no-any-return]
 
 
@@ -276,7 +317,9 @@ async def score(spec: ScorerSpec, transcript: Transcript, context: ScoreContext)
         case PythonScorer():
             _require_allowed(spec.callable, "python", context.python_modules)
             # In a worker thread: the user's code must not block the server's loop.
-            return await anyio.to_thread.run_sync(_call_python, spec, transcript)
+            return await anyio.to_thread.run_sync(
+                _call_python, spec, transcript, context.python_modules
+            )
         case Rubric():
             return await _grade(spec, transcript, context)
     # Patterns and schemas run in a worker thread too (the `regex` search lets go of the
@@ -315,7 +358,7 @@ def _score_here(spec: ScorerSpec, transcript: Transcript, context: ScoreContext)
                 value = _json_in(text)
             except (json.JSONDecodeError, RecursionError) as exc:
                 return _result(spec, False, f"final message is not JSON: {exc}")
-            validator = jsonschema.Draft202012Validator(spec.schema, registry=_SCHEMAS)
+            validator = _Validator(spec.schema, registry=_SCHEMAS)
             errors = sorted(validator.iter_errors(value), key=str)
             if errors:
                 first = errors[0]
@@ -355,9 +398,11 @@ def _score_here(spec: ScorerSpec, transcript: Transcript, context: ScoreContext)
     raise AssertionError(f"unhandled scorer {spec!r}")
 
 
-def _call_python(spec: PythonScorer, transcript: Transcript) -> ScoreResult:
+def _call_python(
+    spec: PythonScorer, transcript: Transcript, modules: frozenset[str] | None
+) -> ScoreResult:
     try:
-        value = _load_callable(spec.callable)(transcript)
+        value = _load_callable(spec.callable, "python", modules)(transcript)
     except BaseException as exc:
         # The user's code: whatever it raises (SystemExit and KeyboardInterrupt included;
         # it runs in a worker thread, so no cancellation of ours can land here) is a

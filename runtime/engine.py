@@ -60,6 +60,7 @@ from sessiond.store.protocol import EventQuery, NewEvent, Store
 log = logging.getLogger("sessiond.engine")
 
 MAX_STEPS_PER_DRIVE = 500
+_CLOSE_ATTEMPTS = 5
 CACHED_EVENTS = 200_000
 
 DeltaCallback = Callable[[pb.TextDelta], Awaitable[None]]
@@ -206,10 +207,13 @@ class Engine:
             cached.current = False
             return cached.events
         new = await self._store.read(session_id, EventQuery(after_seq=cached.last_seq))
-        if new:
-            cached.events.extend(decode_stored(s) for s in new)
-            cached.last_seq = new[-1].seq
-            self._logs.grew(len(new))
+        # Another reader of this cache (a drive and the sweep's `has_work`) may have
+        # extended it while this read ran: take only what is still missing.
+        fresh = [s for s in new if s.seq > cached.last_seq]
+        if fresh:
+            cached.events.extend(decode_stored(s) for s in fresh)
+            cached.last_seq = fresh[-1].seq
+            self._logs.grew(len(fresh))
         return cached.events
 
     async def drive(self, session_id: str) -> None:
@@ -332,21 +336,30 @@ class Engine:
         any model request left open, log `error` if given, and go idle with `stop_reason`
         (unless the session is idle already and not `even_if_idle`: a dead turn's idle
         also marks the input before it as dealt with)."""
-        events = await self._log(session_id)
-        ended = {e.model_request_start_id for e in events if isinstance(e, ev.SpanModelRequestEnd)}
-        closing: list[ev.EventBase] = [
-            ev.SpanModelRequestEnd(
-                model_request_start_id=e.id, model_usage=_usage(None), is_error=True
-            )
-            for e in events
-            if isinstance(e, ev.SpanModelRequestStart) and e.id not in ended
-        ]
-        if error is not None:
-            closing.append(error)
-        if even_if_idle or _status(events) != "idle":
-            closing.append(ev.SessionStatusIdle(stop_reason=stop_reason))
-        if closing:
-            await self._append(session_id, closing)
+        for _ in range(_CLOSE_ATTEMPTS):
+            events = await self._log(session_id)
+            ended = {
+                e.model_request_start_id for e in events if isinstance(e, ev.SpanModelRequestEnd)
+            }
+            closing: list[ev.EventBase] = [
+                ev.SpanModelRequestEnd(
+                    model_request_start_id=e.id, model_usage=_usage(None), is_error=True
+                )
+                for e in events
+                if isinstance(e, ev.SpanModelRequestStart) and e.id not in ended
+            ]
+            if error is not None:
+                closing.append(error)
+            # Input sent with or after the interrupt starts the next request at once: an
+            # idle here would mark it as dealt with (and a crash would then lose it).
+            if even_if_idle or (_status(events) != "idle" and not _input_after_interrupt(events)):
+                closing.append(ev.SessionStatusIdle(stop_reason=stop_reason))
+            if not closing:
+                return
+            # Guarded by the seq read, like every idle: input landing meanwhile is re-read.
+            if await self._append(session_id, closing, planned_at=len(events)):
+                return
+        log.error("session %s: could not close the turn: the log kept moving", session_id)
 
     async def _call_model(
         self,
@@ -453,15 +466,18 @@ class Engine:
                 # This response is kept (it was paid for); the turn ends with it.
                 await self._append(session_id, [*out, *over])
                 return
+        # The turn ends here unless input came meanwhile: end it in the same commit, guarded
+        # by the seq the request was planned from (input since then is planned next).
+        cached = self._logs.get(session_id)
+        stop: ev.StopReason | None = None
         if response.stop_reason == "refusal":
-            out.append(ev.SessionStatusIdle(stop_reason=ev.Refusal()))
-        else:
-            # The turn ends here unless input came meanwhile: end it in the same commit.
-            cached = self._logs.get(session_id)
-            if self._plan([*cached.events, *out], tools) == EndTurn():
-                ended = [*out, ev.SessionStatusIdle(stop_reason=ev.EndTurn())]
-                if await self._append(session_id, ended, planned_at=cached.last_seq):
-                    return
+            stop = ev.Refusal()
+        elif self._plan([*cached.events, *out], tools) == EndTurn():
+            stop = ev.EndTurn()
+        if stop is not None:
+            ended = [*out, ev.SessionStatusIdle(stop_reason=stop)]
+            if await self._append(session_id, ended, planned_at=cached.last_seq):
+                return
         await self._append(session_id, out)
 
     def _workdir(self, session_id: str) -> Path:
@@ -479,6 +495,15 @@ def _status(events: Sequence[ev.EventBase]) -> str:
         if isinstance(event, ev.SessionStatusTerminated):
             return "terminated"
     return "idle"
+
+
+def _input_after_interrupt(events: Sequence[ev.EventBase]) -> bool:
+    for event in reversed(events):
+        if isinstance(event, ev.UserInterrupt):
+            return False
+        if isinstance(event, ev.INPUT_EVENTS):
+            return True
+    return False
 
 
 def _stop_reason(name: str) -> ev.StopReason:

@@ -271,7 +271,7 @@ def _rewrite_ids(data: bytes, new_ids: dict[str, str]) -> bytes:
     return _JSON_ID.sub(swap, data)
 
 
-def refuse_unenforced(environment: Environment, agent: SessionAgent) -> None:
+def refuse_unenforced(environment: Environment, agent: SessionAgent | None) -> None:
     """Refuse a session whose environment or agent asks for what this server does not do
     yet: a setting that is stored but has no effect (a `limited` network that tools could
     leave, packages never installed, MCP servers never connected) is worse than none."""
@@ -282,12 +282,13 @@ def refuse_unenforced(environment: Environment, agent: SessionAgent) -> None:
             unenforced.append("the environment's `limited` networking (tools could reach any host)")
         if any(getattr(config.packages, manager) for manager in _PACKAGE_MANAGERS):
             unenforced.append("the environment's `packages` (nothing would be installed)")
-    if agent.mcp_servers or any(isinstance(t, MCPToolset) for t in agent.tools):
-        unenforced.append("the agent's MCP servers (none would be connected)")
-    if agent.skills:
-        unenforced.append("the agent's skills (none would be loaded)")
-    if agent.multiagent is not None:
-        unenforced.append("the agent's `multiagent` config (no other agent would run)")
+    if agent is not None:
+        if agent.mcp_servers or any(isinstance(t, MCPToolset) for t in agent.tools):
+            unenforced.append("the agent's MCP servers (none would be connected)")
+        if agent.skills:
+            unenforced.append("the agent's skills (none would be loaded)")
+        if agent.multiagent is not None:
+            unenforced.append("the agent's `multiagent` config (no other agent would run)")
     if unenforced:
         raise InvalidInputError(
             "this server does not enforce " + "; ".join(unenforced) + " yet, so it refuses "
@@ -566,6 +567,18 @@ class SessionService:
         doc = _decode_doc(record.data)
         if doc.state.status == "terminated":
             raise InvalidInputError("session is terminated", code="session_terminated")
+        try:
+            environment = await self._environments.retrieve(workspace_id, doc.environment_id)
+        except NotFoundError:
+            pass  # deleted since: nothing it asks for can be relied on
+        else:
+            # Checked again here: the environment may have been changed since the session
+            # was created, to ask for what is not enforced.
+            try:
+                agent = _decode_snapshot(bytes(doc.agent))
+            except msgspec.ValidationError:
+                agent = None  # a snapshot recorded elsewhere, in an older shape
+            refuse_unenforced(environment, agent)
         events = validate_send(params, self_hosted=doc.self_hosted)
         new_events = [NewEvent(type=e.type, data=encode_body(e)) for e in events]
         result = await self._store.append(

@@ -213,6 +213,10 @@ class Supervisor:
                 work = await self._engine.has_work(record.id)
             except NotFoundError:
                 continue
+            except Exception:
+                # One session that cannot be planned must not keep the others from a drive.
+                log.exception("session %s: could not be planned by the sweep", record.id)
+                continue
             if not work:
                 settled[record.id] = record.revision
                 continue

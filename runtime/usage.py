@@ -10,7 +10,7 @@ counts with numbers.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -18,7 +18,8 @@ import msgspec
 class MonetaryAmount(msgspec.Struct, frozen=True, kw_only=True):
     """An amount of money in integer minor units, as a string (`"2500"` is $25.00)."""
 
-    amount: str
+    amount: Annotated[str, msgspec.Meta(pattern=r"^(0|[1-9][0-9]{0,14})$")]
+    """No sign, no leading zeros, at most 15 digits (the contract's form)."""
     currency: Literal["USD"]
 
 

@@ -54,7 +54,9 @@ async def revoke_api_key(request: Request) -> Response:
     """Revoke a key at once (idempotent)."""
     await require_admin(request)
     key_id = request.path_params["key_id"]
-    return json_response(await request.app.state.services.workspaces.revoke_key(key_id))
+    revoked = await request.app.state.services.workspaces.revoke_key(key_id)
+    request.app.state.stream_slots.revoke(revoked.id)
+    return json_response(revoked)
 
 
 routes = [

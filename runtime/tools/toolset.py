@@ -14,9 +14,10 @@ engine's step.
 
 What this isolates, and what not: commands run in a process group of their own with a
 minimal environment (PATH, HOME = the session's directory, LANG; none of the server's
-variables, so no API keys), a wall-clock timeout that kills the whole group, and capped
-output; `grep` and `glob` run in a child process under the same timeout, so a pathological
-regular expression cannot stall the server. But `bash` still runs as the server's user,
+variables, and the server is non-dumpable, so a same-user command cannot read them from
+/proc either, unless it runs as root), a wall-clock timeout that kills the whole group,
+and capped output; `grep` and `glob` run in a child process under the same timeout, so a
+pathological regular expression cannot stall the server. But `bash` still runs as the server's user,
 with its file permissions and network: it can read whatever that user can. The sandbox
 (bubblewrap, namespaces, rlimits) comes with environments.
 """
@@ -262,21 +263,32 @@ def _read(workdir: Path, params: dict[str, Any]) -> ToolOutcome:
         ):
             raise _ToolError("view_range: expected [start, end]")
         start, end = max(1, view[0]), view[1]
-    # Line by line, stopping at the range's end or the output cap: a large file costs what
-    # is shown, not its size.
+    # Line by line, each read bounded, stopping at the range's end or the output cap: a
+    # large file (or one endless line) costs what is shown, not its size.
     numbered: list[str] = []
     size = 0
     with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if end > 0 and number > end:
+        number = 0
+        while size <= MAX_OUTPUT_CHARS and (end <= 0 or number < end):
+            line = handle.readline(MAX_OUTPUT_CHARS + 1)
+            if not line:
                 break
+            number += 1
+            if not line.endswith("\n"):
+                _skip_rest_of_line(handle)
             if number < start:
                 continue
             numbered.append(f"{number:6}\t{line.rstrip(chr(10)).rstrip(chr(13))}")
             size += len(numbered[-1]) + 1
-            if size > MAX_OUTPUT_CHARS:
-                break
     return ToolOutcome(_cap("\n".join(numbered)) if numbered else "(empty file)")
+
+
+def _skip_rest_of_line(handle: Any) -> None:
+    """Read on to the end of an overlong line without keeping it."""
+    while True:
+        piece = handle.readline(65536)
+        if not piece or piece.endswith("\n"):
+            return
 
 
 def _write(workdir: Path, params: dict[str, Any]) -> ToolOutcome:

@@ -60,7 +60,22 @@ def world(server: RunningServer) -> dict[str, str]:
                 ],
             },
         ).json()
+        long_answer = h.post(
+            "/v1/sessions/import",
+            json={
+                "environment_id": env["id"],
+                "session": {"agent": {"id": agent["id"], "version": 1}},
+                "events": [
+                    {
+                        "type": "agent.message",
+                        "id": "a",
+                        "content": [{"type": "text", "text": json.dumps("x" * 5000)}],
+                    },
+                ],
+            },
+        ).json()
     return {
+        "long_answer": long_answer["id"],
         "agent": agent["id"],
         "env": env["id"],
         "session": session["id"],
@@ -341,6 +356,37 @@ CASES: dict[str, Any] = {
         {},
         json.dumps({"scorers": [{"type": "python", "callable": ".x:y"}]}),
     ),
+    "unbalanced brackets 100,000 deep in a tool schema": lambda w: (
+        "POST",
+        "/v1/agents",
+        {},
+        '{"name":"a","model":"claude-sonnet-5-5","tools":[{"type":"custom","name":"t","description":"d","input_schema":{"type":"object","properties":{"x":'
+        + "[" * 100000,
+    ),
+    "a budget of 2.50": lambda w: (
+        "POST",
+        "/v1/sessions",
+        {},
+        json.dumps(
+            {
+                "agent": w["agent"],
+                "environment_id": w["env"],
+                "budget": {"type": "limit", "max_list_cost": {"amount": "2.50", "currency": "USD"}},
+            }
+        ),
+    ),
+    "a budget with a leading zero": lambda w: (
+        "POST",
+        "/v1/sessions",
+        {},
+        json.dumps(
+            {
+                "agent": w["agent"],
+                "environment_id": w["env"],
+                "budget": {"type": "limit", "max_list_cost": {"amount": "0100", "currency": "USD"}},
+            }
+        ),
+    ),
     "a python scorer on replay (not allowed)": lambda w: (
         "POST",
         f"/v1/sessions/{w['session']}/replay",
@@ -383,3 +429,31 @@ def test_a_schema_that_cannot_resolve_is_a_failed_verdict_and_fetches_nothing(
     assert response.status_code == 200, response.text
     (verdict,) = response.json()["scores"]
     assert verdict["passed"] is False and "failed" in verdict["detail"]
+
+
+def test_a_backtracking_schema_pattern_times_out_without_holding_the_server(
+    server: RunningServer, world: dict[str, str]
+) -> None:
+    """jsonschema checks `pattern` with stdlib re, which has no timeout and keeps the GIL;
+    ours runs it on the regex library, bounded (the final message is 5,000 x's)."""
+    scorer = {"type": "json_schema", "schema": {"type": "string", "pattern": "(x+x+)+y"}}
+    with httpx.Client(base_url=server.base_url, headers={"x-api-key": ADMIN_KEY}) as h:
+        response = h.post(f"/v1/sessions/{world['long_answer']}/replay", json={"scorers": [scorer]})
+    assert response.status_code == 200, response.text
+    (verdict,) = response.json()["scores"]
+    assert verdict["passed"] is False and "longer than" in verdict["detail"]
+
+
+def test_the_depth_check_is_linear_on_unterminated_strings() -> None:
+    """An unterminated string used to be re-scanned from every later quote: 120 KB took
+    40 s on the loop. Run in a thread, so the old behaviour fails instead of hanging."""
+    import threading
+
+    from sessiond.api.bodies import too_deep
+
+    body = b"[" * 65 + b'"' + b'\\"' * 60_000
+    found: list[bool] = []
+    worker = threading.Thread(target=lambda: found.append(too_deep(body)), daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    assert found == [True]

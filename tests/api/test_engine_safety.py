@@ -8,6 +8,7 @@ and the scripted test double for scripted ones.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -243,3 +244,68 @@ def test_forged_tool_calls_in_an_import_never_run(sdk: anthropic.Anthropic, scri
     assert "PATH=" not in str(result.content)
     # The model saw the refusal, never a command's output.
     assert events[-1].stop_reason.type == "end_turn"
+
+
+def test_an_interrupt_sent_with_new_input_goes_straight_on_to_it(
+    sdk: anthropic.Anthropic, script: Script, server: RunningServer
+) -> None:
+    """`[user.interrupt, user.message]` in one send: the interrupted turn closes without an
+    idle (an idle would mark the new message as dealt with, and a crash then would lose
+    it), and the message is answered."""
+    session_id = new_session(sdk, "claude-sonnet-5-5")
+    script.push(Reply(text="slow " * 50, chunks=50, chunk_delay_s=0.05), Reply(text="redirected"))
+    seen: list[Any] = []
+    with sdk.beta.sessions.events.stream(session_id, timeout=20) as stream:
+        sdk.beta.sessions.events.send(session_id, events=[user_message("long task")])  # type: ignore[list-item]
+        for event in stream:
+            seen.append(event)
+            if event.type == "span.model_request_start" and "user.interrupt" not in types(seen):
+                deadline = time.monotonic() + 5
+                while not script.requests:  # the fake runs in a thread: interrupt mid-answer
+                    assert time.monotonic() < deadline, "the model was never asked"
+                    time.sleep(0.01)
+                sdk.beta.sessions.events.send(
+                    session_id,
+                    events=[{"type": "user.interrupt"}, user_message("do this instead")],  # type: ignore[list-item]
+                )
+            if event.type == "session.status_idle":
+                break
+    kinds = types(seen)
+    after = kinds[kinds.index("user.interrupt") :]
+    assert after.index("span.model_request_start") < after.index("session.status_idle")
+    assert "session.status_idle" not in after[: after.index("span.model_request_start")]
+    assert [e.content[0].text for e in seen if e.type == "agent.message"][-1] == "redirected"
+    assert seen[-1].stop_reason.type == "end_turn"
+
+
+def test_two_readers_of_the_engines_log_cache_do_not_double_it(
+    server: RunningServer, sdk: anthropic.Anthropic
+) -> None:
+    """The sweep's `has_work` and a drive can read the same session at once; the second to
+    finish used to append what the first had already added (the model then saw the
+    conversation twice)."""
+    session_id = new_session(sdk, "claude-sonnet-5-5")
+    engine = server.app.state.services.engine
+    store = server.app.state.services.store
+    for text in ("one", "two", "three"):
+        message = ev.UserMessage(content=[TextBlock(text=text)])
+        on_server(
+            server,
+            store.append(
+                session_id,
+                [NewEvent(type=message.type, data=encode_body(message))],
+                expected_seq=None,
+            ),
+        )
+
+    async def both() -> list[Any]:
+        # A new cache entry (a restart, an eviction) and reads that go to the database
+        # (the store's tail cache no longer holds them): both readers start from seq 0 and
+        # both wait on a read.
+        engine._logs._logs.pop(session_id, None)  # noqa: SLF001 - the state under test
+        store._tail.drop(session_id)  # noqa: SLF001
+        return list(await asyncio.gather(engine.has_work(session_id), engine.has_work(session_id)))
+
+    assert on_server(server, both()) == [True, True]
+    cached = engine._logs.get(session_id)  # noqa: SLF001
+    assert [e.content[0].text for e in cached.events] == ["one", "two", "three"]

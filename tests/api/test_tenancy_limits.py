@@ -126,7 +126,18 @@ def test_an_eval_over_the_case_limit_is_refused(admin: httpx.Client, server: Run
     assert rows(server, "records") == before
 
 
-@pytest.mark.parametrize("callable_", ["sys:exit", "os:system", "subprocess:run"])
+@pytest.mark.parametrize(
+    "callable_",
+    [
+        "sys:exit",
+        "os:system",
+        "subprocess:run",
+        # An allowed module, but what it imported or reaches through attributes:
+        "scorer_fixtures:Transcript",
+        "scorer_fixtures:half.__globals__",
+        "scorer_fixtures:half.__call__",
+    ],
+)
 def test_python_scorers_run_only_from_allowed_modules(
     admin: httpx.Client, server: RunningServer, callable_: str
 ) -> None:
@@ -307,3 +318,43 @@ def test_a_session_relying_on_what_is_not_enforced_is_refused(
     )
     refused(response, 400, words, "does not enforce")
     assert rows(server, "records") == before
+
+
+def test_a_revoked_keys_open_stream_sends_nothing_more(
+    admin: httpx.Client, server: RunningServer
+) -> None:
+    created = admin.post(
+        "/v1/api_keys", json={"workspace_id": "wrkspc_default", "name": "watcher"}
+    ).json()
+    session_id = session(admin)
+    url = f"{server.base_url}/v1/sessions/{session_id}/events/stream"
+    with httpx.Client(headers={"x-api-key": created["secret"]}, timeout=10) as tenant:
+        with tenant.stream("GET", url) as stream:
+            assert stream.status_code == 200
+            admin.post(f"/v1/api_keys/{created['id']}/revoke").raise_for_status()
+            sent = admin.post(
+                f"/v1/sessions/{session_id}/events", json={"events": [user_message("secret")]}
+            )
+            assert sent.status_code == 200
+            received = b"".join(stream.iter_bytes())  # ends: the server closed it
+    assert b"secret" not in received
+
+
+def test_an_environment_changed_to_ask_for_the_unenforced_refuses_sends(
+    admin: httpx.Client, server: RunningServer
+) -> None:
+    agent = admin.post("/v1/agents", json={"name": "a", "model": "scripted"}).json()
+    env = admin.post("/v1/environments", json={"name": "e"}).json()
+    made = admin.post("/v1/sessions", json={"agent": agent["id"], "environment_id": env["id"]})
+    session_id = made.json()["id"]
+    changed = admin.post(
+        f"/v1/environments/{env['id']}",
+        json={"config": {"type": "cloud", "networking": {"type": "limited"}}},
+    )
+    assert changed.status_code == 200, changed.text
+    before = rows(server, "events")
+    response = admin.post(
+        f"/v1/sessions/{session_id}/events", json={"events": [user_message("hi")]}
+    )
+    refused(response, 400, "`limited` networking")
+    assert rows(server, "events") == before
