@@ -30,7 +30,7 @@ from sessiond.runtime.log_check import check_log
 from sessiond.runtime.ownership import owned_record
 from sessiond.runtime.params import SendEvents, validate_initial_events, validate_send
 from sessiond.runtime.tools.workdirs import Workdirs
-from sessiond.runtime.usage import BudgetLimit
+from sessiond.runtime.usage import BudgetLimit, check_budget
 from sessiond.runtime.wire import decode_event, decode_stored, encode_body
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
@@ -363,6 +363,7 @@ class SessionService:
                 "resources: session resources are not supported yet", code="resources_unsupported"
             )
         _check_metadata(params.metadata)
+        check_budget(params.budget)
         initial = validate_initial_events(params.initial_events)
         environment = await self._environments.require_usable(workspace_id, params.environment_id)
         if snapshot is None:

@@ -10,16 +10,19 @@ counts with numbers.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Literal
 
 import msgspec
+
+from sessiond.store.errors import InvalidInputError
 
 
 class MonetaryAmount(msgspec.Struct, frozen=True, kw_only=True):
     """An amount of money in integer minor units, as a string (`"2500"` is $25.00)."""
 
-    amount: Annotated[str, msgspec.Meta(pattern=r"^(0|[1-9][0-9]{0,14})$")]
-    """No sign, no leading zeros, at most 15 digits (the contract's form)."""
+    amount: str
+    """No sign, no leading zeros (checked where a client gives one: `check_budget`)."""
     currency: Literal["USD"]
 
 
@@ -27,6 +30,20 @@ class BudgetLimit(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", t
     """A hard spend ceiling on a session's tracked list cost."""
 
     max_list_cost: MonetaryAmount
+
+
+_AMOUNT = re.compile(r"0|[1-9][0-9]{0,14}")
+
+
+def check_budget(budget: BudgetLimit | None) -> None:
+    """A client's budget must be whole minor units (`"2500"`, not `"25.00"`): the engine
+    compares it as an integer. Checked at the edge only, so logs keep decoding whatever
+    they hold."""
+    if budget is not None and not _AMOUNT.fullmatch(budget.max_list_cost.amount):
+        raise InvalidInputError(
+            'budget.max_list_cost.amount: a whole number of cents as a string, like "2500"',
+            code="invalid_budget",
+        )
 
 
 class CacheCreationUsage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
