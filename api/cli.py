@@ -11,7 +11,7 @@ import anyio
 
 from sessiond.api.config import Config
 from sessiond.runtime.workspaces import DEFAULT_WORKSPACE_ID, CreateApiKey, Workspaces
-from sessiond.store.protocol import open_store
+from sessiond.store.backends import open_store
 
 
 def _parser() -> argparse.ArgumentParser:

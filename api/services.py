@@ -14,7 +14,8 @@ from sessiond.runtime.sessions import SessionService
 from sessiond.runtime.supervisor import Supervisor
 from sessiond.runtime.tools.workdirs import Workdirs
 from sessiond.runtime.workspaces import Workspaces
-from sessiond.store.protocol import Store, open_store
+from sessiond.store.backends import open_store
+from sessiond.store.protocol import Store
 
 
 class Services:

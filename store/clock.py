@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _B32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _PAIRS = [a + b for a in _B32 for b in _B32]  # every 10-bit value as two chars
@@ -60,6 +60,12 @@ def parse_ts(text: str) -> str:
     if dt.year < 1000:
         raise ValueError(f"timestamp out of range: {text!r}")
     return format_ts(dt)
+
+
+def later(timestamp: str, seconds: float) -> str:
+    """The canonical timestamp `seconds` after `timestamp` (a canonical one)."""
+    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return format_ts(moment + timedelta(seconds=seconds))
 
 
 def new_id(prefix: str) -> str:

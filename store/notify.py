@@ -1,4 +1,7 @@
-"""In-process append notifications: the SQLite backend's stand-in for LISTEN/NOTIFY.
+"""Append notifications and a small message bus, as one process sees them.
+
+SQLite uses them alone (one process writes the file); PostgreSQL feeds them from
+LISTEN/NOTIFY as well, so every process's watchers and subscribers hear of every commit.
 
 Each watched stream has one channel holding only the latest committed seq and a future
 that is resolved and replaced on every notification, so any number of waiters share one
@@ -8,10 +11,13 @@ future, and a slow waiter can never make anything queue up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from sessiond.store.errors import NotFoundError
+
+log = logging.getLogger("sessiond.store")
 
 
 class _Channel:
@@ -95,3 +101,36 @@ class Notifier:
     def watched(self) -> int:
         """How many streams have watchers (to check nothing leaks)."""
         return len(self._channels)
+
+    def wake_all(self) -> None:
+        """Wake every watcher to read again (notifications may have been lost)."""
+        for channel in self._channels.values():
+            channel.wake()
+
+
+class Bus:
+    """Topics and their subscribers in this process; a callback must not block."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, list[Callable[[str], None]]] = {}
+
+    def subscribe(self, topic: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call `callback(payload)` for each message on `topic`; returns the unsubscribe."""
+        self._subscribers.setdefault(topic, []).append(callback)
+
+        def unsubscribe() -> None:
+            callbacks = self._subscribers.get(topic, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks:
+                self._subscribers.pop(topic, None)
+
+        return unsubscribe
+
+    def emit(self, topic: str, payload: str) -> None:
+        """Deliver to this process's subscribers (a failing one is logged, not raised)."""
+        for callback in list(self._subscribers.get(topic, ())):
+            try:
+                callback(payload)
+            except Exception:
+                log.exception("a subscriber of %r failed", topic)

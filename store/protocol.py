@@ -10,6 +10,11 @@ Three kinds of things are kept:
   and is rewritten in the same transaction as every append to its stream.
 * **Versions**: immutable snapshots (agent version N), written together with their
   record so "latest" and "version N" can never disagree.
+* **Leases**: who may act on something now (a worker on a session, a self-hosted worker on
+  a work item), for a time, with a fencing token that grows with every new holder. An
+  append carrying a `Fence` commits only while its token is still the lease's: a holder
+  that lost its lease (paused, partitioned, its clock wrong) can no longer write. Expiry
+  is judged by the store's one clock (the database's), never by a holder's.
 
 Backends pass the one contract suite in `tests/store/`.
 """
@@ -82,6 +87,23 @@ class Version(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     version: int
     data: bytes
     created_at: str
+
+
+class Lease(msgspec.Struct, frozen=True, kw_only=True):
+    """A held lease: who holds it, its fencing token, and until when (store time)."""
+
+    name: str
+    owner: str
+    token: int
+    """Strictly greater for each new holder of the same name; kept by its holder's renewals."""
+    expires_at: str
+
+
+class Fence(msgspec.Struct, frozen=True):
+    """Proof of holding lease `lease` with `token`, carried by an append."""
+
+    lease: str
+    token: int
 
 
 class AppendResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -201,11 +223,13 @@ class Store(Protocol):
         expected_seq: int | None,
         idempotency_key: str | None = None,
         project: Projector | None = None,
+        fence: Fence | None = None,
     ) -> AppendResult:
         """Append events after `expected_seq` (None: after whatever is last).
 
-        Raises NotFoundError (`session_not_found`) for an unknown stream and
-        ConflictError (`seq_conflict`) when the stream's last seq is not `expected_seq`;
+        Raises NotFoundError (`session_not_found`) for an unknown stream,
+        ConflictError (`seq_conflict`) when the stream's last seq is not `expected_seq`,
+        and ConflictError (`fenced`) when `fence` is not the named lease's current token;
         either way nothing is written. With an `idempotency_key` seen before on this
         stream, returns the first append's result and writes nothing.
         """
@@ -264,21 +288,31 @@ class Store(Protocol):
         """Versions in ascending order, strictly after `after_version`."""
         ...
 
+    # -- notifications ------------------------------------------------------------------
 
-def open_store(url: str) -> Store:
-    """Build (not open) the backend named by a database URL.
+    def subscribe(self, topic: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call `callback(payload)` for every message on `topic` from any process sharing
+        the database (best effort: a lost connection can drop some). The store itself
+        publishes topic `due` with a session id whenever an append without a fence
+        commits a record marked due. Returns the unsubscribe function."""
+        ...
 
-    `sqlite:///path/to/file.db` (or a bare path) selects SQLite;
-    `postgresql://…` selects PostgreSQL (a later issue).
-    """
-    from sessiond.store.sqlite import SQLiteStore
+    async def publish(self, topic: str, payload: str) -> None:
+        """Send `payload` (at most 7,000 bytes: NOTIFY's bound) to every subscriber of
+        `topic` in every process, this one included."""
+        ...
 
-    if url.startswith("sqlite:///"):
-        return SQLiteStore(url[len("sqlite:///") :])
-    if url.startswith(("postgres://", "postgresql://")):
-        from sessiond.store.errors import InvalidInputError
+    # -- leases -------------------------------------------------------------------------
 
-        raise InvalidInputError(
-            "the PostgreSQL backend is not built yet", code="unsupported_database"
-        )
-    return SQLiteStore(url)
+    async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> Lease | None:
+        """Take the lease for `ttl_s` seconds if it is free or expired (a new token), or
+        extend it if `owner` holds it (the same token); None while another holds it."""
+        ...
+
+    async def renew_lease(self, lease: Lease, ttl_s: float) -> Lease | None:
+        """Extend a held lease from now; None when it was lost (taken over since)."""
+        ...
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Let the lease go at once (a no-op if it was lost); its token stays spent."""
+        ...

@@ -34,7 +34,7 @@ import aiosqlite
 import anyio
 import msgspec
 
-from sessiond.store.clock import new_id, now_ts
+from sessiond.store.clock import later, new_id, now_ts
 from sessiond.store.errors import (
     AppError,
     ConflictError,
@@ -42,11 +42,13 @@ from sessiond.store.errors import (
     NotFoundError,
     UnavailableError,
 )
-from sessiond.store.notify import Notifier
+from sessiond.store.notify import Bus, Notifier
 from sessiond.store.protocol import (
     ALL_EVENTS,
     AppendResult,
     EventQuery,
+    Fence,
+    Lease,
     NewEvent,
     Projector,
     Record,
@@ -150,7 +152,7 @@ class _Op:
     and its cells were eight more objects per append for the cyclic GC to walk (its
     collections were the append's p99, bench/append.py)."""
 
-    __slots__ = ("apply", "args", "future", "notify", "records")
+    __slots__ = ("apply", "args", "due", "future", "notify", "records")
 
     def __init__(self, apply: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.apply = apply
@@ -158,6 +160,7 @@ class _Op:
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.notify: list[tuple[str, int]] = []  # (session_id, last_seq), or seq -1 = deleted
         self.records: list[tuple[str, str]] | None = None  # (kind, id) of records it wrote
+        self.due: str | None = None  # a session it left due, without a fence (topic `due`)
 
 
 def _call(apply: Callable[[sqlite3.Connection], Any], conn: sqlite3.Connection, op: _Op) -> Any:
@@ -177,6 +180,7 @@ class SQLiteStore:
         self.synchronous = synchronous.upper()
         self.stats = StoreStats()
         self._notifier = Notifier()
+        self._bus = Bus()
         self._tail = tail if tail is not None else TailCache()
         self._record_cache = RecordCache()
         self._applying: _Op | None = None  # the op the writer thread is running
@@ -303,6 +307,8 @@ class SQLiteStore:
                     self._notifier.deleted(session_id)
                 else:
                     self._notifier.appended(session_id, last_seq)
+            if op.due is not None:
+                self._bus.emit("due", op.due)
             if not op.future.done():
                 op.future.set_result(outcome)
 
@@ -538,6 +544,8 @@ class SQLiteStore:
                 saved = self._project(conn, record.kind, session_id, stored, project) or saved
             self._batch_streams[session_id] = (len(stored), record.kind)
             op.notify.append((session_id, len(stored)))
+            if saved.due:
+                op.due = session_id
             return AppendResult(events=stored, last_seq=len(stored), record=saved)
 
         op = _Op(_call, (apply,))
@@ -552,9 +560,10 @@ class SQLiteStore:
         expected_seq: int | None,
         idempotency_key: str | None = None,
         project: Projector | None = None,
+        fence: Fence | None = None,
     ) -> AppendResult:
         """Append after `expected_seq` (None: after the last), all or nothing."""
-        args = (self, session_id, events, expected_seq, idempotency_key, project)
+        args = (self, session_id, events, expected_seq, idempotency_key, project, fence)
         appended: AppendResult = await self._submit_op(_Op(SQLiteStore._apply_append, args))
         return appended
 
@@ -565,6 +574,7 @@ class SQLiteStore:
         expected_seq: int | None,
         idempotency_key: str | None,
         project: Projector | None,
+        fence: Fence | None,
         conn: sqlite3.Connection,
         op: _Op,
     ) -> AppendResult:
@@ -572,6 +582,14 @@ class SQLiteStore:
         state = self._stream(conn, session_id)
         if state is None:
             raise NotFoundError(f"session {session_id!r} not found", code="session_not_found")
+        if fence is not None:
+            held = conn.execute("SELECT token FROM leases WHERE name = ?", (fence.lease,))
+            row = held.fetchone()
+            if row is None or row[0] != fence.token:
+                raise ConflictError(
+                    f"lease {fence.lease!r} has moved on from token {fence.token}",
+                    code="fenced",
+                )
         last_seq, kind = state
         if idempotency_key is not None:
             self._flush_rows(conn)  # a replay reads events rows
@@ -609,6 +627,8 @@ class SQLiteStore:
         record = self._project(conn, kind, session_id, stored, project)
         self._batch_streams[session_id] = (new_last, kind)  # last: nothing fails after
         op.notify.append((session_id, new_last))
+        if record is not None and record.due and fence is None:
+            op.due = session_id
         return AppendResult(events=stored, last_seq=new_last, record=record)
 
     def _reader(self) -> aiosqlite.Connection:
@@ -888,6 +908,69 @@ class SQLiteStore:
         return [
             Version(kind=k, id=i, version=v, data=bytes(d), created_at=c) for k, i, v, d, c in rows
         ]
+
+    # -- notifications ------------------------------------------------------------------
+
+    def subscribe(self, topic: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Subscribe to a topic (one process writes a SQLite file: this process's bus)."""
+        return self._bus.subscribe(topic, callback)
+
+    async def publish(self, topic: str, payload: str) -> None:
+        """Deliver to this process's subscribers."""
+        self._bus.emit(topic, payload)
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> Lease | None:
+        """Take or extend a lease (store/protocol.py), judged by this store's clock."""
+
+        def apply(conn: sqlite3.Connection) -> Lease | None:
+            now = self._batch_time
+            row = conn.execute(
+                "SELECT owner, token, expires_at FROM leases WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                token = 1
+            elif row[0] == owner and row[2] > now:
+                token = row[1]
+            elif row[2] <= now:
+                token = row[1] + 1
+            else:
+                return None
+            lease = Lease(name=name, owner=owner, token=token, expires_at=later(now, ttl_s))
+            conn.execute(
+                "INSERT INTO leases (name, owner, token, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+                "token = excluded.token, expires_at = excluded.expires_at",
+                (name, owner, token, lease.expires_at),
+            )
+            return lease
+
+        return await self._submit(apply)  # type: ignore[no-any-return]
+
+    async def renew_lease(self, lease: Lease, ttl_s: float) -> Lease | None:
+        """Extend a held lease; None when another holder has taken it."""
+
+        def apply(conn: sqlite3.Connection) -> Lease | None:
+            renewed = msgspec.structs.replace(lease, expires_at=later(self._batch_time, ttl_s))
+            cursor = conn.execute(
+                "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ? AND token = ?",
+                (renewed.expires_at, lease.name, lease.owner, lease.token),
+            )
+            return renewed if cursor.rowcount else None
+
+        return await self._submit(apply)  # type: ignore[no-any-return]
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Expire a held lease now (the row, and so its token, stays)."""
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ? AND token = ?",
+                (self._batch_time, lease.name, lease.owner, lease.token),
+            )
+
+        await self._submit(apply)
 
     def watched_streams(self) -> int:
         """How many streams have live watchers (for leak checks)."""

@@ -71,6 +71,15 @@ MIGRATIONS: list[str] = [
     UPDATE records SET due = 1
         WHERE kind = 'session' AND json_extract(tags, '$.status') IN ('running', 'rescheduling')
     """,
+    # 3: leases (store/protocol.py); a row outlives its holders so tokens only grow
+    """
+    CREATE TABLE leases (
+        name       TEXT PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        token      INTEGER NOT NULL,
+        expires_at TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
 ]
 
 

@@ -1,34 +1,45 @@
-"""The backend fixture every store contract test runs against.
+"""The backends every store contract test runs against.
 
-Parametrized by backend name: "sqlite" always (a real file in WAL mode). A "postgres"
-parameter joins when that backend exists; it will skip, saying why, when
-TEST_POSTGRES_DSN is unset.
+"sqlite": a real file in WAL mode. "postgres": the real server named by TEST_POSTGRES_DSN,
+in a throwaway schema per test (tests/pg_harness.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from pg_harness import drop_schema, new_schema, postgres_dsn
 
 from sessiond.store.protocol import Store
 from sessiond.store.sqlite import SQLiteStore
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
-
-def make_store(backend: str, tmp_path: Path) -> Store:
-    """An unopened store of the named backend."""
-    if backend == "sqlite":
-        return SQLiteStore(str(tmp_path / "store.db"))
-    raise AssertionError(f"unknown backend {backend}")
+StoreFactory = Callable[[], Store]
 
 
 @pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Makes unopened stores, all on the same fresh database (to reopen it)."""
+    if request.param == "sqlite":
+        yield lambda: SQLiteStore(str(tmp_path / "store.db"))
+        return
+    from sessiond.store.postgres import PostgresStore
+
+    dsn = postgres_dsn()
+    schema = new_schema()
+    try:
+        yield lambda: PostgresStore(dsn, schema=schema)
+    finally:
+        await drop_schema(dsn, schema)
+
+
+@pytest.fixture
+async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
     """An opened store on a fresh database."""
-    opened = make_store(request.param, tmp_path)
+    opened = make_store()
     await opened.open()
     try:
         yield opened

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import anyio
 import msgspec
 import pytest
 
 from sessiond.store.errors import ConflictError, NotFoundError
-from sessiond.store.protocol import EventQuery, NewEvent, Record, RecordQuery, Store, Version
-from sessiond.store.sqlite import SQLiteStore
+from sessiond.store.protocol import (
+    EventQuery,
+    Fence,
+    NewEvent,
+    Record,
+    RecordQuery,
+    Store,
+    Version,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -153,22 +160,6 @@ async def test_a_failing_append_does_not_sink_its_batch(store: Store) -> None:
     for i in range(50):
         assert results[i] == ("conflict" if i % 5 == 0 else "ok")
         assert len(await store.read(f"s{i}")) == (0 if i % 5 == 0 else 1)
-
-
-async def test_group_commit_batches_concurrent_appends(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "batch.db"))
-    await store.open()
-    try:
-        for i in range(200):
-            await store.create_stream(session_record(f"s{i}"))
-        before = store.stats.commits
-        async with anyio.create_task_group() as tg:
-            for i in range(200):
-                tg.start_soon(lambda i=i: store.append(f"s{i}", events(1), expected_seq=0))
-        commits = store.stats.commits - before
-        assert commits < 50, f"200 concurrent appends took {commits} commits"
-    finally:
-        await store.close()
 
 
 async def test_watch_wakes_on_append_and_raises_after_delete(store: Store) -> None:
@@ -316,9 +307,10 @@ async def test_list_records_filters_and_pages_both_ways(store: Store) -> None:
     assert len(everywhere) == 7
 
 
-async def test_acknowledged_appends_survive_close_and_reopen(tmp_path: Path) -> None:
-    path = str(tmp_path / "durable.db")
-    store = SQLiteStore(path)
+async def test_acknowledged_appends_survive_close_and_reopen(
+    make_store: Callable[[], Store],
+) -> None:
+    store = make_store()
     await store.open()
     await store.create_stream(session_record("s"))
     async with anyio.create_task_group() as tg:
@@ -326,7 +318,7 @@ async def test_acknowledged_appends_survive_close_and_reopen(tmp_path: Path) -> 
             tg.start_soon(lambda: store.append("s", events(1), expected_seq=None))
     last = (await store.read("s"))[-1]
     await store.close()
-    reopened = SQLiteStore(path)
+    reopened = make_store()
     await reopened.open()
     try:
         assert [e.seq for e in await reopened.read("s")] == list(range(1, 51))
@@ -336,17 +328,12 @@ async def test_acknowledged_appends_survive_close_and_reopen(tmp_path: Path) -> 
         await reopened.close()
 
 
-async def test_watchers_do_not_leak(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "leak.db"))
-    await store.open()
-    try:
-        await store.create_stream(session_record("s"))
-        for _ in range(10):
-            async with store.watch("s"):
-                pass
-        assert store.watched_streams() == 0
-    finally:
-        await store.close()
+async def test_watchers_do_not_leak(store: Store) -> None:
+    await store.create_stream(session_record("s"))
+    for _ in range(10):
+        async with store.watch("s"):
+            pass
+    assert store.watched_streams() == 0  # type: ignore[attr-defined]
 
 
 async def test_a_read_started_after_an_append_returned_sees_it_under_concurrent_reads(
@@ -554,30 +541,70 @@ async def test_due_records_are_listed_by_the_flag_the_projector_keeps(store: Sto
     assert sorted(r.id for r in due) == ["a", "c"]
 
 
-async def test_a_database_from_before_the_due_flag_marks_running_sessions_due(
-    tmp_path: Path,
+async def test_a_lease_has_one_holder_and_its_token_grows_with_each_new_one(
+    store: Store,
 ) -> None:
-    """Migration 2 on a version-1 file: sessions a crash left running are due."""
-    import sqlite3
+    first = await store.acquire_lease("session:s", "worker-a", ttl_s=30)
+    assert first is not None and first.owner == "worker-a"
+    assert await store.acquire_lease("session:s", "worker-b", ttl_s=30) is None
+    again = await store.acquire_lease("session:s", "worker-a", ttl_s=30)
+    assert again is not None and again.token == first.token, "its holder keeps its token"
+    renewed = await store.renew_lease(first, ttl_s=30)
+    assert renewed is not None and renewed.expires_at >= first.expires_at
+    await store.release_lease(first)
+    taken = await store.acquire_lease("session:s", "worker-b", ttl_s=30)
+    assert taken is not None and taken.token > first.token
+    assert await store.renew_lease(first, ttl_s=30) is None, "a lost lease cannot be renewed"
+    await store.release_lease(first)  # a no-op: it is not a's any more
+    assert await store.acquire_lease("session:s", "worker-c", ttl_s=30) is None
 
-    from sessiond.store.sqlite_schema import MIGRATIONS
 
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for statement in MIGRATIONS[0].split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    conn.execute("PRAGMA user_version = 1")
-    for name, status in (("r", "running"), ("i", "idle"), ("x", "rescheduling")):
-        conn.execute(
-            "INSERT INTO records VALUES ('session', ?, 'w', x'7b7d', ?, 't', 't', NULL, 1)",
-            (name, f'{{"status":"{status}"}}'),
-        )
-    conn.close()
-    store = SQLiteStore(str(path))
-    await store.open()
+async def test_an_expired_lease_goes_to_the_next_taker(store: Store) -> None:
+    first = await store.acquire_lease("work:w", "a", ttl_s=0.05)
+    assert first is not None
+    with anyio.fail_after(5):
+        while (taken := await store.acquire_lease("work:w", "b", ttl_s=30)) is None:
+            await anyio.sleep(0.02)  # waiting out the store's clock: there is no event
+    assert taken.token == first.token + 1
+
+
+async def test_an_append_with_a_stale_fence_writes_nothing(store: Store) -> None:
+    await store.create_stream(session_record("s"))
+    lease = await store.acquire_lease("session:s", "a", ttl_s=30)
+    assert lease is not None
+    fence = Fence(lease.name, lease.token)
+    await store.append("s", events(1), expected_seq=0, fence=fence)
+    await store.release_lease(lease)
+    newer = await store.acquire_lease("session:s", "b", ttl_s=30)
+    assert newer is not None
+    with pytest.raises(ConflictError) as refused:
+        await store.append("s", events(1), expected_seq=None, fence=fence)
+    assert refused.value.code == "fenced"
+    with pytest.raises(ConflictError):
+        await store.append("s", events(1), expected_seq=None, fence=Fence("session:none", 1))
+    await store.append("s", events(1), expected_seq=1, fence=Fence(newer.name, newer.token))
+    assert [e.seq for e in await store.read("s")] == [1, 2]
+
+
+async def test_due_is_published_for_appends_without_a_fence(store: Store) -> None:
+    heard: list[str] = []
+    got = anyio.Event()
+
+    def on_due(payload: str) -> None:
+        heard.append(payload)
+        got.set()
+
+    unsubscribe = store.subscribe("due", on_due)
     try:
-        due = await store.list_records(RecordQuery(kind="session", workspace_id=None, due=True))
-        assert sorted(r.id for r in due) == ["r", "x"]
+        await store.create_stream(session_record("s"))
+        lease = await store.acquire_lease("session:s", "a", ttl_s=30)
+        assert lease is not None
+        fence = Fence(lease.name, lease.token)
+        await store.append("s", events(1), expected_seq=None, project=due_projector, fence=fence)
+        await store.append("s", events(1), expected_seq=None, project=due_projector)
+        with anyio.fail_after(5):
+            await got.wait()
+        assert heard == ["s"]
+        await store.publish("custom", "hello")
     finally:
-        await store.close()
+        unsubscribe()

@@ -14,9 +14,10 @@ import anyio.from_thread
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from pg_harness import drop_schema, new_schema, postgres_dsn
 
 from sessiond.store.errors import ConflictError
-from sessiond.store.protocol import EventQuery, NewEvent, Record
+from sessiond.store.protocol import EventQuery, NewEvent, Record, Store
 from sessiond.store.sqlite import SQLiteStore
 from sessiond.store.tail import TailCache
 
@@ -43,12 +44,20 @@ class StoreMachine(RuleBasedStateMachine):
         self.portal = self._portal_cm.__enter__()
         self.dir = tempfile.TemporaryDirectory()
         self.path = str(Path(self.dir.name) / "p.db")
-        # A tiny tail cache, so that reads run into its edges and evictions.
-        self.store = SQLiteStore(self.path, tail=TailCache(per_stream=3, total_bytes=5 * 300))
+        self.store = self.make()
         self.portal.call(self.store.open)
         self.model: dict[str, list[bytes]] = {s: [] for s in STREAMS}
         self.keys: dict[tuple[str, str], list[bytes]] = {}
         self.last_position = 0
+
+    def make(self) -> Store:
+        """A store on this machine's database (reopened by `reopen`)."""
+        # A tiny tail cache, so that reads run into its edges and evictions.
+        return SQLiteStore(self.path, tail=TailCache(per_stream=3, total_bytes=5 * 300))
+
+    def cleanup(self) -> None:
+        """Remove the database."""
+        self.dir.cleanup()
 
     @initialize()
     def create(self) -> None:
@@ -118,7 +127,7 @@ class StoreMachine(RuleBasedStateMachine):
     def reopen(self) -> None:
         """A new store on the same file: its reads start from the database alone."""
         self.portal.call(self.store.close)
-        self.store = SQLiteStore(self.path, tail=TailCache(per_stream=3, total_bytes=5 * 300))
+        self.store = self.make()
         self.portal.call(self.store.open)
 
     @invariant()
@@ -129,9 +138,30 @@ class StoreMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.portal.call(self.store.close)
+        self.cleanup()
         self._portal_cm.__exit__(None, None, None)
+
+
+class PostgresStoreMachine(StoreMachine):
+    """The same rules on PostgreSQL, a fresh schema per example."""
+
+    def __init__(self) -> None:
+        self.dsn, self.schema = postgres_dsn(), new_schema()  # skips before anything is made
+        super().__init__()
+
+    def make(self) -> Store:
+        from sessiond.store.postgres import PostgresStore
+
+        return PostgresStore(self.dsn, schema=self.schema)
+
+    def cleanup(self) -> None:
+        self.portal.call(drop_schema, self.dsn, self.schema)
         self.dir.cleanup()
 
 
 StoreMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)
 TestStoreMachine = StoreMachine.TestCase
+PostgresStoreMachine.TestCase.settings = settings(
+    max_examples=15, stateful_step_count=20, deadline=None
+)
+TestPostgresStoreMachine = PostgresStoreMachine.TestCase
