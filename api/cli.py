@@ -1,4 +1,5 @@
-"""The `sessiond` console script: `serve`, `keys create`, `eval run|rerun|replay|report`."""
+"""The `sessiond` console script: `serve [--no-engine]`, `worker`, `migrate`, `keys create`,
+`eval run|rerun|replay|report`."""
 
 from __future__ import annotations
 
@@ -17,9 +18,21 @@ from sessiond.store.backends import open_store
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sessiond", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the API server")
+    serve = sub.add_parser("serve", help="run the API server (and the engine)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8420)
+    serve.add_argument(
+        "--no-engine",
+        action="store_true",
+        help="serve the API only: workers (`sessiond worker`) run the sessions",
+    )
+    worker = sub.add_parser(
+        "worker", help="run the engine only, beside API processes on one PostgreSQL database"
+    )
+    worker.add_argument(
+        "--concurrency", type=int, default=None, help="sessions driven at once (default 256)"
+    )
+    sub.add_parser("migrate", help="apply the database's migrations and exit")
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print its secret once")
@@ -41,6 +54,13 @@ async def _create_key(config: Config, workspace_id: str, name: str | None) -> st
     finally:
         await store.close()
     return created.secret
+
+
+async def _migrate(url: str) -> None:
+    store = open_store(url)
+    await store.open()  # opening applies the migrations
+    await store.close()
+    print(f"sessiond: {url.split('@')[-1]} is migrated", flush=True)
 
 
 def _loop_options() -> dict[str, bool]:
@@ -69,10 +89,25 @@ def main(argv: list[str] | None = None) -> int:
         from sessiond.api.eval_cli import run_eval_command
 
         return run_eval_command(args)
+    if args.command == "worker":
+        # The engine alone: nothing of the HTTP layer is imported on this path.
+        from sessiond.runtime.settings import Settings
+        from sessiond.runtime.worker import run_worker
+
+        settings = Settings.from_env()
+        if args.concurrency is not None:
+            settings.drives = args.concurrency
+        anyio.run(run_worker, settings, backend_options=_loop_options())
+        return 0
     config = Config.from_env()
+    if args.command == "migrate":
+        anyio.run(_migrate, config.database_url)
+        return 0
     if args.command == "serve":
         from sessiond.api.serve import serve
 
+        if args.no_engine:
+            config.run_engine = False
         anyio.run(serve, config, args.host, args.port, backend_options=_loop_options())
         return 0
     if args.command == "keys":

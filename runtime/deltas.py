@@ -4,10 +4,17 @@ Previews are never stored and are best effort by contract: each subscriber has a
 bounded buffer, and a subscriber too slow to drain it misses previews (the final
 persisted event carries the full content anyway). Nothing here can grow without bound
 or slow down the engine.
+
+With several processes on one database (PostgreSQL), a session's model call runs in one
+process while its SSE clients may be connected to any other. The hub then also sends each
+preview through the store's bus (NOTIFY), tagged with its origin so that it is delivered
+once in every process. A preview over the bus's payload bound (7,000 bytes) is not sent
+across: previews are small deltas, and the final event carries the whole text anyway.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,7 +22,12 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from sessiond.store.clock import new_id
+from sessiond.store.protocol import Store
+
 BUFFER = 512
+TOPIC = "deltas"
+_MAX_BUS_BYTES = 6000
 
 
 class Preview(msgspec.Struct, frozen=True):
@@ -35,13 +47,31 @@ class _Subscriber:
         self.send = send
 
 
-class DeltaHub:
-    """Fan-out of previews per session, in-process."""
+class _Remote(msgspec.Struct, array_like=True):
+    """A preview as it crosses the bus: origin, session, event id, kind, body (base64)."""
 
-    def __init__(self) -> None:
+    origin: str
+    session_id: str
+    event_id: str
+    kind: str
+    body: str
+
+
+_encode_remote = msgspec.json.Encoder().encode
+_decode_remote = msgspec.json.Decoder(_Remote).decode
+
+
+class DeltaHub:
+    """Fan-out of previews per session: in-process, and across processes through `bus`."""
+
+    def __init__(self, bus: Store | None = None) -> None:
         self._subscribers: dict[str, set[_Subscriber]] = {}
         self.dropped = 0
         """Previews not delivered because a subscriber's buffer was full."""
+        self._bus = bus
+        self._origin = new_id("hub")
+        if bus is not None:
+            bus.subscribe(TOPIC, self._from_bus)
 
     @contextmanager
     def subscribe(
@@ -63,11 +93,38 @@ class DeltaHub:
             receive.close()
 
     def wants(self, session_id: str) -> bool:
-        """Whether anyone listens (so the engine can skip encoding previews nobody reads)."""
-        return session_id in self._subscribers
+        """Whether anyone may listen (so the engine can skip encoding previews nobody
+        reads); across processes, nobody here can tell, so always."""
+        return self._bus is not None or session_id in self._subscribers
 
-    def publish(self, session_id: str, preview: Preview) -> None:
-        """Offer a preview to every subscriber that asked for its kind; never blocks."""
+    async def publish(self, session_id: str, preview: Preview) -> None:
+        """Offer a preview to every subscriber that asked for its kind, here and (with a
+        bus) in every other process; never blocks on a subscriber."""
+        self._deliver(session_id, preview)
+        if self._bus is None:
+            return
+        remote = _Remote(
+            self._origin,
+            session_id,
+            preview.event_id,
+            preview.kind,
+            base64.b64encode(preview.body).decode(),
+        )
+        message = _encode_remote(remote).decode()
+        if len(message) <= _MAX_BUS_BYTES:
+            await self._bus.publish(TOPIC, message)
+
+    def _from_bus(self, message: str) -> None:
+        try:
+            remote = _decode_remote(message)
+        except msgspec.DecodeError:
+            return
+        if remote.origin == self._origin:
+            return  # delivered here already
+        body = base64.b64decode(remote.body)
+        self._deliver(remote.session_id, Preview(remote.event_id, remote.kind, body))
+
+    def _deliver(self, session_id: str, preview: Preview) -> None:
         for subscriber in tuple(self._subscribers.get(session_id, ())):
             if preview.kind not in subscriber.kinds:
                 continue

@@ -55,7 +55,7 @@ from sessiond.runtime.usage import BudgetLimit, MonetaryAmount, SessionUsageSnap
 from sessiond.runtime.wire import decode_stored, encode_body, encode_preview
 from sessiond.store.clock import new_id
 from sessiond.store.errors import AppError, ConflictError
-from sessiond.store.protocol import EventQuery, NewEvent, Store
+from sessiond.store.protocol import EventQuery, Fence, NewEvent, Store
 
 log = logging.getLogger("sessiond.engine")
 
@@ -166,6 +166,20 @@ class Engine:
         self._max_model_requests = max_model_requests
         self._tool_limits = tool_limits or ToolLimits()
         self._logs = _LogCache()
+        self._fences: dict[str, Fence] = {}
+
+    def hold(self, session_id: str, fence: Fence) -> None:
+        """Every append for this session carries `fence` until `release` (the supervisor's
+        lease, with several processes on one database)."""
+        self._fences[session_id] = fence
+
+    def release(self, session_id: str) -> None:
+        """Appends for this session carry no fence any more."""
+        self._fences.pop(session_id, None)
+
+    async def append_fenced(self, session_id: str, events: Sequence[ev.EventBase]) -> None:
+        """Append server events for the session under its fence, if it has one."""
+        await self._append(session_id, events)
 
     def _plan(self, events: Sequence[ev.EventBase], tools: AgentTools) -> Step:
         return plan(events, tools=tools, max_model_requests=self._max_model_requests)
@@ -182,7 +196,11 @@ class Engine:
         new = [NewEvent(type=e.type, data=encode_body(e), id=e.id or None) for e in events]
         try:
             result = await self._store.append(
-                session_id, new, expected_seq=planned_at, project=project_session
+                session_id,
+                new,
+                expected_seq=planned_at,
+                project=project_session,
+                fence=self._fences.get(session_id),
             )
         except ConflictError as exc:
             if planned_at is None or exc.code != "seq_conflict":
@@ -406,14 +424,16 @@ class Engine:
             if not started:
                 started = True
                 body = encode_preview(ev.EventStart(event=ev.AgentMessagePreview(id=message_id)))
-                self._deltas.publish(session_id, Preview(message_id, "agent.message", body))
+                await self._deltas.publish(
+                    session_id, Preview(message_id, "agent.message", body)
+                )
             body = encode_preview(
                 ev.EventDelta(
                     event_id=message_id,
                     delta=ev.ContentDelta(index=delta.index, content=TextBlock(text=delta.text)),
                 )
             )
-            self._deltas.publish(session_id, Preview(message_id, "agent.message", body))
+            await self._deltas.publish(session_id, Preview(message_id, "agent.message", body))
 
         async def on_attempt_failed(
             error: AppError, attempt: int, retrying: bool, delay_s: float

@@ -17,6 +17,17 @@ due session is driven (those a crash left running are first marked
 that no drive holds, so input whose wake was lost (a crash between the commit and the
 wake, a request cancelled in between) is answered all the same.
 
+**Several processes (PostgreSQL).** With an `owner` name, a drive first takes the
+session's lease (`session:<id>`); while another process holds it, the drive does not
+start. The lease is renewed every third of its time to live, and every append of the
+drive carries its fencing token, so a worker that lost it (paused past its lease, cut
+off) can write nothing more: the store refuses it. A session found `running` at the start
+of a drive had a holder that died: it is marked `session.status_rescheduled` and resumed
+from its log. Other processes learn of input through the store's `due` notifications
+(an interrupt for a drive running here cancels it from there too), and the sweep takes
+over what a dead worker left once its lease has expired. Without an owner (SQLite, one
+process), there are no leases: the process is the only writer.
+
 A drive that fails (a bug, not a model error: the engine handles those) is retried with
 backoff, each failure logged as a `session.error` that says it is retrying; after
 `DRIVE_ATTEMPTS` the session goes idle with `retries_exhausted`, which the planner treats
@@ -40,8 +51,8 @@ from sessiond.runtime.error_objects import (
 )
 from sessiond.runtime.sessions import KIND, project_session
 from sessiond.runtime.wire import encode_body
-from sessiond.store.errors import NotFoundError
-from sessiond.store.protocol import NewEvent, Record, RecordQuery, Store
+from sessiond.store.errors import ConflictError, NotFoundError
+from sessiond.store.protocol import EventQuery, Fence, Lease, NewEvent, Record, RecordQuery, Store
 
 log = logging.getLogger("sessiond.supervisor")
 
@@ -55,10 +66,24 @@ _PAGE = 200
 class Supervisor:
     """Runs session drives as children of one task group."""
 
-    def __init__(self, store: Store, engine: Engine, *, sweep_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        *,
+        sweep_s: float = 5.0,
+        owner: str | None = None,
+        lease_ttl_s: float = 15.0,
+        drives: int = 256,
+    ) -> None:
         self._store = store
         self._engine = engine
         self._sweep_s = sweep_s
+        self._owner = owner
+        self._lease_ttl_s = lease_ttl_s
+        self._drives = anyio.CapacityLimiter(drives)
+        self._stopping = False
+        self._drive_started: dict[str, int] = {}  # session -> last seq when its drive began
         self._settled: dict[str, int] = {}  # due sessions with nothing to do, by revision
         self._tg: TaskGroup | None = None
         self._active: set[str] = set()
@@ -69,14 +94,59 @@ class Supervisor:
         """Own the task group until cancelled; resume crashed sessions first."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            await self._recover()
-            task_status.started()
-            while True:
-                await anyio.sleep(self._sweep_s)
-                try:
-                    await self.sweep()
-                except Exception:
-                    log.exception("recovery sweep failed; trying again in %s s", self._sweep_s)
+            unsubscribe = (
+                self._store.subscribe("due", self._on_due) if self._owner is not None else None
+            )
+            try:
+                await self._recover()
+                task_status.started()
+                while True:
+                    await anyio.sleep(self._sweep_s)
+                    await self._sweep_logged()
+            finally:
+                if unsubscribe is not None:
+                    unsubscribe()
+
+    async def _sweep_logged(self) -> None:
+        if self._stopping:
+            return
+        try:
+            await self.sweep()
+        except Exception:
+            log.exception("recovery sweep failed; trying again in %s s", self._sweep_s)
+
+    def _on_due(self, session_id: str) -> None:
+        """The store says a session became due (in any process); "" means: sweep now."""
+        if self._tg is None or self._stopping:
+            return
+        if not session_id:
+            self._tg.start_soon(self._sweep_logged)
+        elif session_id in self._active:
+            self._again.add(session_id)
+            self._tg.start_soon(self._cancel_if_interrupted, session_id)
+        else:
+            self._tg.start_soon(self.wake, session_id)
+
+    async def _cancel_if_interrupted(self, session_id: str) -> None:
+        """An interrupt sent to another process, for a drive running here."""
+        since = self._drive_started.get(session_id)
+        scope = self._scopes.get(session_id)
+        if since is None or scope is None:
+            return
+        try:
+            new = await self._store.read(session_id, EventQuery(after_seq=since))
+        except NotFoundError:
+            return
+        if any(s.type == ev.UserInterrupt.__struct_config__.tag for s in new):
+            scope.cancel()
+
+    async def stop(self, deadline_s: float) -> None:
+        """Take no new sessions, and give running drives `deadline_s` to finish; what is
+        left is cancelled by the caller (its leases are given back as drives end)."""
+        self._stopping = True
+        with anyio.move_on_after(deadline_s):
+            while self._active:
+                await anyio.sleep(0.05)
 
     def running(self, session_id: str) -> bool:
         """Whether a drive for this session is in progress."""
@@ -97,6 +167,8 @@ class Supervisor:
             return
         if self._tg is None:
             raise RuntimeError("the supervisor is not running")
+        if self._stopping:
+            return
         self._active.add(session_id)
         try:
             await self._tg.start(self._drive, session_id)
@@ -107,25 +179,73 @@ class Supervisor:
     async def _drive(self, session_id: str, *, task_status: TaskStatus[None]) -> None:
         task_status.started()
         try:
-            while True:
-                self._again.discard(session_id)
-                with anyio.CancelScope() as scope:
-                    self._scopes[session_id] = scope
-                    await self._drive_once(session_id)
-                self._scopes.pop(session_id, None)
-                if scope.cancelled_caught:
-                    # Only an interrupt cancels this scope; a shutdown cancels the task
-                    # group above it and lands nowhere near here.
+            async with self._drives:
+                if self._owner is None:
+                    await self._drive_loop(session_id)
+                    return
+                lease = await self._store.acquire_lease(
+                    f"session:{session_id}", self._owner, self._lease_ttl_s
+                )
+                if lease is None:
+                    return  # another process drives it
+                try:
+                    await self._drive_leased(session_id, lease)
+                finally:
                     with anyio.move_on_after(CLOSE_DEADLINE_S, shield=True):
-                        await self._engine.close_interrupted(session_id)
-                # Read the log first, then look at `_again`: a wake that lands during the
-                # read must still be seen (checked the other way round, it was lost).
-                pending = await self._pending(session_id)
-                if not pending and session_id not in self._again:
-                    break
+                        await self._store.release_lease(lease)
         finally:
             self._scopes.pop(session_id, None)
+            self._drive_started.pop(session_id, None)
             self._active.discard(session_id)
+
+    async def _drive_leased(self, session_id: str, lease: Lease) -> None:
+        """Drive while holding the lease: renewed in the background, fencing every append;
+        if it is lost, the drive is cut short (its appends would be refused anyway)."""
+        self._engine.hold(session_id, Fence(lease.name, lease.token))
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keep, lease, tg.cancel_scope)
+                await self._resume_orphan(session_id)
+                await self._drive_loop(session_id)
+                tg.cancel_scope.cancel()
+        finally:
+            self._engine.release(session_id)
+
+    async def _keep(self, lease: Lease, scope: anyio.CancelScope) -> None:
+        while True:
+            await anyio.sleep(self._lease_ttl_s / 3)
+            renewed = await self._store.renew_lease(lease, self._lease_ttl_s)
+            if renewed is None:
+                log.warning("lost the lease %s; stopping its drive", lease.name)
+                scope.cancel()
+                return
+            lease = renewed
+
+    async def _resume_orphan(self, session_id: str) -> None:
+        """A session running with no live holder: its worker died mid-turn."""
+        record = await self._store.get_record(KIND, session_id)
+        if record.tags.get("status") == "running":
+            await self._engine.append_fenced(session_id, [ev.SessionStatusRescheduled()])
+            log.info("session %s: rescheduled (its worker is gone)", session_id)
+
+    async def _drive_loop(self, session_id: str) -> None:
+        while True:
+            self._again.discard(session_id)
+            with anyio.CancelScope() as scope:
+                self._scopes[session_id] = scope
+                self._drive_started[session_id] = await self._store.last_seq(session_id)
+                await self._drive_once(session_id)
+            self._scopes.pop(session_id, None)
+            if scope.cancelled_caught:
+                # Only an interrupt cancels this scope; a shutdown (or a lost lease)
+                # cancels a scope above it and lands nowhere near here.
+                with anyio.move_on_after(CLOSE_DEADLINE_S, shield=True):
+                    await self._engine.close_interrupted(session_id)
+            # Read the log first, then look at `_again`: a wake that lands during the read
+            # must still be seen (checked the other way round, it was lost).
+            pending = await self._pending(session_id)
+            if not pending and session_id not in self._again:
+                return
 
     async def _pending(self, session_id: str) -> bool:
         """Whether the log, read again now, still asks for a step (a backstop: input that
@@ -142,6 +262,11 @@ class Supervisor:
                 return
             except NotFoundError:
                 return  # deleted while it ran
+            except ConflictError as exc:
+                if exc.code != "fenced":
+                    raise
+                log.warning("session %s: another worker holds it now; stopping", session_id)
+                return
             except Exception as exc:
                 # A bug, not a provider failure (those are handled in the engine): record
                 # it in the log so the session does not look stuck, and keep the server up.
@@ -161,12 +286,7 @@ class Supervisor:
         error = ev.SessionError(error=UnknownErrorObject(message=message, retry_status=status))
         try:
             if retrying:
-                await self._store.append(
-                    session_id,
-                    [NewEvent(type=error.type, data=encode_body(error))],
-                    expected_seq=None,
-                    project=project_session,
-                )
+                await self._engine.append_fenced(session_id, [error])
             else:
                 await self._engine.close_turn(
                     session_id, stop_reason=ev.RetriesExhausted(), error=error, even_if_idle=True
@@ -229,7 +349,11 @@ class Supervisor:
         return woken
 
     async def _recover(self) -> None:
-        """On start: drive every due session, marking those a crash left running."""
+        """On start: drive every due session, marking those a crash left running (with
+        several processes, a drive does that itself once it holds the lease)."""
+        if self._owner is not None:
+            await self._sweep_logged()
+            return
         for record in await self._due():
             if record.tags.get("status") in ("running", "rescheduling"):
                 rescheduled = ev.SessionStatusRescheduled()

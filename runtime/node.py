@@ -1,0 +1,92 @@
+"""The runtime's services on one opened store: what an API process and a worker share.
+
+`api/services.py` adds the eval service (a layer above) for API processes; `sessiond
+worker` runs this alone, with no HTTP layer imported.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Self
+
+from sessiond.runtime.agents import AgentService
+from sessiond.runtime.deltas import DeltaHub
+from sessiond.runtime.engine import Engine
+from sessiond.runtime.environments import EnvironmentService
+from sessiond.runtime.providers.resilience import ModelClient
+from sessiond.runtime.providers.routing import Router
+from sessiond.runtime.sessions import SessionService
+from sessiond.runtime.settings import Settings
+from sessiond.runtime.supervisor import Supervisor
+from sessiond.runtime.tools.workdirs import Workdirs
+from sessiond.runtime.workspaces import Workspaces
+from sessiond.store.backends import open_store
+from sessiond.store.clock import new_id
+from sessiond.store.protocol import Store
+
+
+def process_name() -> str:
+    """Who this process is, as a lease holder: host, pid and a random part (a restarted
+    process with a reused pid is someone else)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id('proc')[-8:]}"
+
+
+class Node:
+    """The store and the runtime services over it, for one process's lifetime."""
+
+    def __init__(
+        self, store: Store, settings: Settings, *, admin_api_key: str | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.deltas = DeltaHub(store if settings.distributed else None)
+        self.workspaces = Workspaces(store, admin_api_key)
+        self.agents = AgentService(store)
+        self.environments = EnvironmentService(store)
+        self.router = Router(settings.providers)
+        self.models = ModelClient(self.router, settings.retry)
+        self.workdirs = Workdirs(settings.resolved_workdir_root())
+        self.engine = Engine(
+            store,
+            self.models,
+            self.deltas,
+            self.workdirs,
+            max_model_requests=settings.limits.max_model_requests_per_turn,
+            tool_limits=settings.tool_limits,
+        )
+        self.supervisor = Supervisor(
+            store,
+            self.engine,
+            sweep_s=settings.recovery_sweep_s,
+            owner=process_name() if settings.distributed else None,
+            lease_ttl_s=settings.lease_ttl_s,
+            drives=settings.drives,
+        )
+        self.sessions = SessionService(
+            store,
+            self.agents,
+            self.environments,
+            self.workdirs,
+            on_input=self.supervisor.notify if settings.run_engine else None,
+            limits=settings.limits,
+        )
+
+    @classmethod
+    async def open(cls, settings: Settings, **options: Any) -> Self:
+        """Open the store (migrations run here), build the services over it, and make
+        sure the default workspace exists."""
+        store = open_store(settings.database_url)
+        await store.open()
+        try:
+            node = cls(store, settings, **options)
+            await node.workspaces.ensure_default()
+        except BaseException:
+            await store.close()
+            raise
+        return node
+
+    async def close(self) -> None:
+        """Close providers, flush and close the store."""
+        await self.router.close()
+        await self.store.close()
