@@ -16,7 +16,7 @@ from sessiond.api.config import Config
 from sessiond.api.errors import EXCEPTION_HANDLERS
 from sessiond.api.routes import agents, environments, evals, events, sessions, workspaces
 from sessiond.api.services import Services
-from sessiond.api.sse import StreamSlots
+from sessiond.api.sse import REVOKED_TOPIC, StreamSlots
 
 
 async def health(request: Request) -> Response:
@@ -35,6 +35,8 @@ def create_app(config: Config) -> Starlette:
         app.state.draining = anyio.Event()
         services = await Services.start(config)
         app.state.services = services
+        # A key revoked through any process ends its streams in this one too.
+        stop_hearing = services.store.subscribe(REVOKED_TOPIC, app.state.stream_slots.revoke)
         created = await services.workspaces.bootstrap_key()
         if created is not None:
             # Shown once, here, on the first start of a fresh install; stored only hashed.
@@ -50,6 +52,7 @@ def create_app(config: Config) -> Starlette:
                 yield
                 tg.cancel_scope.cancel()
         finally:
+            stop_hearing()
             app.state.draining.set()
             await services.stop()
 

@@ -217,6 +217,10 @@ async def tail(
         yield deleted_frame()
 
 
+REVOKED_TOPIC = "revoked"
+"""The store bus topic a key's revocation is announced on, to every process."""
+
+
 class StreamSlots:
     """How many event streams each API key holds open, bounded per key.
 

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from sessiond.api.auth import require_admin
 from sessiond.api.bodies import decode_body, json_response
 from sessiond.api.listing import record_page
+from sessiond.api.sse import REVOKED_TOPIC
 from sessiond.runtime.workspaces import CreateApiKey, CreateWorkspace
 
 
@@ -54,8 +55,10 @@ async def revoke_api_key(request: Request) -> Response:
     """Revoke a key at once (idempotent)."""
     await require_admin(request)
     key_id = request.path_params["key_id"]
-    revoked = await request.app.state.services.workspaces.revoke_key(key_id)
-    request.app.state.stream_slots.revoke(revoked.id)
+    services = request.app.state.services
+    revoked = await services.workspaces.revoke_key(key_id)
+    request.app.state.stream_slots.revoke(revoked.id)  # here at once; elsewhere by the bus
+    await services.store.publish(REVOKED_TOPIC, revoked.id)
     return json_response(revoked)
 
 

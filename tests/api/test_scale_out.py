@@ -76,7 +76,12 @@ def _stored(dsn: str, schema: str, session_id: str) -> list[tuple[int, str, str,
 
 def _tail_until_idle(url: str, session_id: str, turns: int, out: list[Any]) -> None:
     """Through another API process than the one the messages go to."""
-    with _client(url) as sdk, sdk.beta.sessions.events.stream(session_id, timeout=60) as stream:
+    with (
+        _client(url) as sdk,
+        sdk.beta.sessions.events.stream(
+            session_id, timeout=60, event_deltas=["agent.message"]
+        ) as stream,
+    ):
         idles = 0
         for event in stream:
             out.append(event)
