@@ -35,7 +35,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -160,11 +160,22 @@ class _Batch:
 _Apply = Callable[[_Batch], Awaitable[Any]]
 
 
-class _Op:
-    __slots__ = ("apply", "future")
+class _Append(NamedTuple):
+    """An append as data, for the batched fast path (`_append_all`)."""
 
-    def __init__(self, apply: _Apply) -> None:
+    session_id: str
+    events: Sequence[NewEvent]
+    expected_seq: int | None
+    project: Projector | None
+    fence: Fence | None
+
+
+class _Op:
+    __slots__ = ("append", "apply", "future")
+
+    def __init__(self, apply: _Apply, append: _Append | None = None) -> None:
         self.apply = apply
+        self.append = append
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
 
@@ -328,10 +339,10 @@ class PostgresStore:
 
     # -- the writer ---------------------------------------------------------------------
 
-    async def _submit(self, apply: _Apply) -> Any:
+    async def _submit(self, apply: _Apply, append: _Append | None = None) -> Any:
         if self._queue is None or self._closing:
             raise UnavailableError("the store is closed", code="store_closed")
-        op = _Op(apply)
+        op = _Op(apply, append)
         self._queue.put_nowait(op)
         return await op.future
 
@@ -394,7 +405,17 @@ class PostgresStore:
             )
             start = (row[1] or 0) + 1
             state = _Batch(conn, row[0], start)
-            for op in batch:
+            fast = [op.append for op in batch if op.append is not None]
+            if len(fast) == len(batch) > 1:
+                try:
+                    async with conn.transaction():  # a savepoint around the bulk writes
+                        outcomes = await self._append_all(state, fast)
+                except asyncpg.PostgresError:
+                    # A row the checks could not foresee (an event id taken): undo, and
+                    # run each op in a savepoint of its own to find whose it was.
+                    state = _Batch(conn, row[0], start)
+                    outcomes = []
+            for op in batch if not outcomes else ():
                 position = state.next_position
                 notified, due = len(state.notify), len(state.due)
                 try:
@@ -414,11 +435,161 @@ class PostgresStore:
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     state.next_position - 1,
                 )
-            for notice in state.notify:
-                await conn.execute("SELECT pg_notify($1, $2)", _EVENTS_CHANNEL, notice)
-            for session_id in state.due:
-                await conn.execute("SELECT pg_notify($1, $2)", _BUS_CHANNEL, f"due {session_id}")
+            if state.notify:
+                await conn.execute(
+                    "SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n",
+                    _EVENTS_CHANNEL,
+                    state.notify,
+                )
+            if state.due:
+                await conn.execute(
+                    "SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n",
+                    _BUS_CHANNEL,
+                    [f"due {session_id}" for session_id in state.due],
+                )
         return outcomes, state.notify
+
+    async def _append_all(self, state: _Batch, appends: list[_Append]) -> list[Any]:
+        """A batch of appends in a dozen round trips, however many there are: read every
+        stream, lease and record they touch at once, check and project in memory, then
+        write the events with one COPY and the streams and records with one UPDATE each.
+        An op that fails a check writes nothing and does not touch the others."""
+        conn = state.conn
+        ids = list({a.session_id for a in appends})
+        streams: dict[str, tuple[int, str]] = {
+            r[0]: (r[1], r[2])
+            for r in await conn.fetch(
+                "SELECT session_id, last_seq, record_kind FROM streams "
+                "WHERE session_id = ANY($1::text[])",
+                ids,
+            )
+        }
+        fenced = list({a.fence.lease for a in appends if a.fence is not None})
+        tokens: dict[str, int] = {}
+        if fenced:
+            rows = await conn.fetch(
+                "SELECT name, token FROM leases WHERE name = ANY($1::text[])", fenced
+            )
+            tokens = {r[0]: r[1] for r in rows}
+        records: dict[tuple[str, str], Record] = {}
+        projected = list({a.session_id for a in appends if a.project is not None})
+        if projected:
+            for row in await conn.fetch(
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE id = ANY($1::text[])", projected
+            ):
+                record = _record(row)
+                records[(record.kind, record.id)] = record
+        outcomes: list[Any] = []
+        rows_out: list[tuple[Any, ...]] = []
+        changed_streams: dict[str, int] = {}
+        changed_records: dict[tuple[str, str], Record] = {}
+        for append in appends:
+            try:
+                outcomes.append(
+                    self._append_checked(
+                        state, append, streams, tokens, records, rows_out, changed_records
+                    )
+                )
+                changed_streams[append.session_id] = streams[append.session_id][0]
+            except Exception as exc:  # a check or the projector: this op alone fails
+                outcomes.append(exc)
+        if rows_out:
+            await conn.copy_records_to_table(
+                "events",
+                records=rows_out,
+                columns=["session_id", "seq", "position", "id", "type", "data", "recorded_at"],
+                schema_name=self.schema,
+            )
+        if changed_streams:
+            await conn.execute(
+                "UPDATE streams AS s SET last_seq = v.last_seq "
+                "FROM unnest($1::text[], $2::bigint[]) AS v(id, last_seq) "
+                "WHERE s.session_id = v.id",
+                list(changed_streams),
+                list(changed_streams.values()),
+            )
+        if changed_records:
+            saved = list(changed_records.values())
+            await conn.execute(
+                "UPDATE records AS r SET workspace_id = v.ws, data = v.data, tags = v.tags::jsonb,"
+                " updated_at = v.updated, archived_at = v.archived, due = v.due,"
+                " revision = v.revision "
+                "FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[],"
+                " $6::text[], $7::text[], $8::boolean[], $9::bigint[])"
+                " AS v(kind, id, ws, data, tags, updated, archived, due, revision) "
+                "WHERE r.kind = v.kind AND r.id = v.id",
+                [r.kind for r in saved],
+                [r.id for r in saved],
+                [r.workspace_id for r in saved],
+                [r.data for r in saved],
+                [_encode_tags(r.tags).decode() for r in saved],
+                [r.updated_at for r in saved],
+                [r.archived_at for r in saved],
+                [r.due for r in saved],
+                [r.revision for r in saved],
+            )
+        return outcomes
+
+    def _append_checked(
+        self,
+        state: _Batch,
+        append: _Append,
+        streams: dict[str, tuple[int, str]],
+        tokens: dict[str, int],
+        records: dict[tuple[str, str], Record],
+        rows_out: list[tuple[Any, ...]],
+        changed_records: dict[tuple[str, str], Record],
+    ) -> AppendResult:
+        """One append of `_append_all`, in memory: raises before changing anything."""
+        session_id = append.session_id
+        known = streams.get(session_id)
+        if known is None:
+            raise NotFoundError(f"session {session_id!r} not found", code="session_not_found")
+        last_seq, kind = known
+        fence = append.fence
+        if fence is not None and tokens.get(fence.lease) != fence.token:
+            raise ConflictError(
+                f"lease {fence.lease!r} has moved on from token {fence.token}", code="fenced"
+            )
+        if append.expected_seq is not None and append.expected_seq != last_seq:
+            raise ConflictError(
+                f"expected the session to end at seq {append.expected_seq}, it ends at {last_seq}",
+                code="seq_conflict",
+            )
+        if not append.events:
+            return AppendResult(events=[], last_seq=last_seq, record=None)
+        stored = [
+            StoredEvent(
+                session_id=session_id,
+                seq=last_seq + 1 + offset,
+                position=state.next_position + offset,
+                id=event.id or new_id("sevt"),
+                type=event.type,
+                data=event.data,
+                recorded_at=state.now,
+            )
+            for offset, event in enumerate(append.events)
+        ]
+        record: Record | None = None
+        if append.project is not None:
+            before = records.get((kind, session_id))
+            if before is None:
+                raise NotFoundError(
+                    f"session {session_id!r} has no record", code="session_not_found"
+                )
+            after = append.project(before, stored)
+            record = msgspec.structs.replace(after, revision=before.revision + 1)
+            records[(kind, session_id)] = changed_records[(kind, session_id)] = record
+        state.next_position += len(stored)
+        rows_out.extend(
+            (e.session_id, e.seq, e.position, e.id, e.type, e.data, e.recorded_at) for e in stored
+        )
+        new_last = last_seq + len(stored)
+        streams[session_id] = (new_last, kind)
+        state.notify.append(f"{session_id} {new_last}")
+        if record is not None and record.due and fence is None:
+            state.due.append(session_id)
+        return AppendResult(events=stored, last_seq=new_last, record=record)
 
     # -- streams ------------------------------------------------------------------------
 
@@ -505,6 +676,43 @@ class PostgresStore:
         created: AppendResult = await self._submit(apply)
         return created
 
+    async def import_stream(self, record: Record, events: Sequence[StoredEvent]) -> None:
+        """Write an exported stream as it was (store/protocol.py), through the writer like
+        `create_stream`: its positions are taken under the write lock, in seq order."""
+        session_id = record.id
+        for seq, event in enumerate(events, start=1):
+            if event.session_id != session_id or event.seq != seq:
+                raise InvalidInputError(
+                    f"stream {session_id!r}: event {event.id!r} is not seq {seq} of it",
+                    code="invalid_stream",
+                )
+
+        async def apply(state: _Batch) -> None:
+            await state.conn.execute(
+                "INSERT INTO streams (session_id, record_kind, last_seq, created_at) "
+                "VALUES ($1, $2, $3, $4)",
+                session_id,
+                record.kind,
+                len(events),
+                record.created_at,
+            )
+            saved = await self._insert_record(state, record)
+            first = state.next_position
+            state.next_position += len(events)
+            if events:
+                await state.conn.executemany(
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    [
+                        (session_id, e.seq, first + i, e.id, e.type, e.data, e.recorded_at)
+                        for i, e in enumerate(events)
+                    ],
+                )
+            state.notify.append(f"{session_id} {len(events)}")
+            if saved.due:
+                state.due.append(session_id)
+
+        await self._submit(apply)
+
     async def append(
         self,
         session_id: str,
@@ -580,7 +788,12 @@ class PostgresStore:
                 state.due.append(session_id)
             return AppendResult(events=stored, last_seq=new_last, record=record)
 
-        appended: AppendResult = await self._submit(apply)
+        fast = (
+            None
+            if idempotency_key is not None
+            else _Append(session_id, events, expected_seq, project, fence)
+        )
+        appended: AppendResult = await self._submit(apply, fast)
         return appended
 
     async def _fetch(self, sql: str, *params: Any) -> list[Any]:
