@@ -15,13 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sessiond.evals.suite import load_suite
+from sessiond.runtime.transfer import SessionExport
 
 console = Console(stderr=True)
+
+
+class _Recording(SessionExport, kw_only=True):
+    """A file `eval replay` reads: an exported session, and (golden files) its scorers."""
+
+    scorers: list[Any] = []
+
+
+_decode_recording = msgspec.json.Decoder(_Recording).decode
 
 
 def add_parser(sub: Any) -> None:
@@ -247,14 +258,11 @@ def _replay(client: httpx.Client, args: argparse.Namespace) -> int:
     if path.exists():
         import anyio
 
-        from sessiond.evals.replay import Exported, replay_exported
+        from sessiond.evals.replay import replay_exported
         from sessiond.evals.scorers import decode_scorers
 
-        data = json.loads(path.read_text())
-        exported = Exported(session=data["session"], initial=data["initial"], events=data["events"])
-        result = anyio.run(
-            replay_exported, exported, decode_scorers(scorers or data.get("scorers", []))
-        )
+        recording = _decode_recording(path.read_bytes())
+        result = anyio.run(replay_exported, recording, decode_scorers(scorers or recording.scorers))
         outcome = {
             "session_id": result.session_id,
             "events": result.events,

@@ -20,11 +20,14 @@ from sessiond.runtime import events as ev
 from sessiond.runtime.fold import SessionState, fold_all
 from sessiond.runtime.ownership import owned_record
 from sessiond.runtime.sessions import KIND, session_doc
+from sessiond.runtime.transfer import InitialState, SessionExport
 from sessiond.runtime.wire import decode_event, decode_stored
 from sessiond.store.protocol import Store
 
 COMPARED = ("status", "stop_reason", "title", "metadata", "usage", "stats", "outcome_evaluations")
 """The projection's fields a replay must reproduce (the session object's view of them)."""
+
+_decode_session = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 class ReplayResult(msgspec.Struct, kw_only=True):
@@ -115,38 +118,25 @@ async def replay_stored(
     )
 
 
-class Exported(msgspec.Struct, kw_only=True):
-    """A session as `GET /v1/sessions/{id}/export` writes it (and golden files hold it)."""
-
-    session: dict[str, Any]
-    """The session object as the API served it at export time."""
-    initial: dict[str, Any]
-    """`title`, `metadata` and `created_at` before the first event."""
-    events: list[dict[str, Any]]
-
-
 async def replay_exported(
-    exported: Exported,
+    exported: SessionExport,
     scorers: Sequence[ScorerSpec] = (),
     context: ScoreContext | None = None,
 ) -> ReplayResult:
     """Replay an exported log against the session object exported with it."""
-    events = [decode_event(msgspec.json.encode(e)) for e in exported.events]
-    initial = SessionState(
-        title=exported.initial.get("title"),
-        metadata=dict(exported.initial.get("metadata") or {}),
-        created_at=exported.initial.get("created_at"),
-        updated_at=exported.initial.get("created_at"),
-    )
-    replayed = fold_all(initial, events)
-    recorded = dict(exported.session)
+    events = [decode_event(bytes(raw)) for raw in exported.events]
+    initial = exported.initial or InitialState()
+    replayed = fold_all(initial.state(), events)
+    # The session object as served, compared field by field with the replayed state.
+    recorded = _decode_session(exported.session)
     recorded.pop("stop_reason", None)  # not on the session object
+    session_id = recorded.get("id")
     return await _finish(
-        exported.session.get("id"),
+        session_id if isinstance(session_id, str) else None,
         events,
         recorded,
         replayed,
-        _model_of(exported.session.get("agent")),
+        _model_of(recorded.get("agent")),
         scorers,
         context or ScoreContext(),
     )

@@ -424,9 +424,7 @@ class Engine:
             if not started:
                 started = True
                 body = encode_preview(ev.EventStart(event=ev.AgentMessagePreview(id=message_id)))
-                await self._deltas.publish(
-                    session_id, Preview(message_id, "agent.message", body)
-                )
+                await self._deltas.publish(session_id, Preview(message_id, "agent.message", body))
             body = encode_preview(
                 ev.EventDelta(
                     event_id=message_id,

@@ -30,6 +30,7 @@ from sessiond.runtime.log_check import check_log
 from sessiond.runtime.ownership import owned_record
 from sessiond.runtime.params import SendEvents, validate_initial_events, validate_send
 from sessiond.runtime.tools.workdirs import Workdirs
+from sessiond.runtime.transfer import SessionExport
 from sessiond.runtime.usage import BudgetLimit, check_budget
 from sessiond.runtime.wire import decode_event, decode_stored, encode_body
 from sessiond.store.clock import new_id, now_ts
@@ -144,23 +145,22 @@ class ForkSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Replaces the original's metadata (kept when absent)."""
 
 
-class ExportedSession(msgspec.Struct, kw_only=True):
-    """The parts of an exported session object that an import keeps."""
+class ImportSession(SessionExport, forbid_unknown_fields=True, kw_only=True):
+    """`POST /v1/sessions/import` body (our extension): an exported session (as `GET
+    /v1/sessions/{id}/export` serves it), and where to put it."""
+
+    environment_id: str
+    agent: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    """The agent of this workspace to pin (an id or `{type: "agent", id, version}`); by
+    default the exported session's agent id and version, which must be one of ours."""
+
+
+class _ImportedSession(msgspec.Struct, kw_only=True):
+    """What an import reads of an export's session object (the rest is left alone)."""
 
     agent: dict[str, object]
     title: Title | None = None
     metadata: dict[str, str] = {}
-
-
-class ImportSession(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """`POST /v1/sessions/import` body (our extension): an exported session and its log."""
-
-    environment_id: str
-    session: ExportedSession
-    events: list[msgspec.Raw]
-    agent: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    """The agent of this workspace to pin (an id or `{type: "agent", id, version}`); by
-    default the exported session's agent id and version, which must be one of ours."""
 
 
 class SessionDeleted(msgspec.Struct, kw_only=True):
@@ -172,6 +172,7 @@ class SessionDeleted(msgspec.Struct, kw_only=True):
 
 _decode_doc = msgspec.json.Decoder(SessionDoc).decode
 _decode_snapshot = msgspec.json.Decoder(SessionAgent).decode
+_decode_imported = msgspec.json.Decoder(_ImportedSession).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -479,13 +480,17 @@ class SessionService:
         return to_session(result.record)
 
     async def import_log(self, workspace_id: str, params: ImportSession) -> Session:
-        """A new session holding a log exported elsewhere (`{session, events}` as the API
-        serves them), with fresh ids, checked (runtime/log_check.py) before anything is
-        written. It pins an agent of this workspace, never the exported snapshot, and is
-        inert: the engine runs nothing in it until a client sends to it, and then plans
-        from the pinned agent's tools alone."""
+        """A new session holding a log exported elsewhere (a `SessionExport`), with fresh
+        ids, checked (runtime/log_check.py) before anything is written. It starts from the
+        exported session object's title and metadata (the export's `initial` is not read).
+        It pins an agent of this workspace, never the exported snapshot, and is inert: the
+        engine runs nothing in it until a client sends to it, and then plans from the
+        pinned agent's tools alone."""
+        try:
+            exported = _decode_imported(params.session)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidInputError(f"session: {exc}", code="invalid_session") from exc
         environment = await self._environments.require_usable(workspace_id, params.environment_id)
-        exported = params.session
         agent_ref = params.agent
         if isinstance(agent_ref, msgspec.UnsetType):
             agent_id, version = exported.agent.get("id"), exported.agent.get("version")

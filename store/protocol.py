@@ -215,6 +215,18 @@ class Store(Protocol):
         """
         ...
 
+    async def import_stream(self, record: Record, events: Sequence[StoredEvent]) -> None:
+        """Write a stream exactly as another store exported it, in one transaction: its
+        record as given (a new row: revision 1), its events with their ids, seqs, types,
+        data and `recorded_at`. Only positions are new (this store's global order, in seq
+        order). No projector runs, and the record is published `due` if it is.
+
+        Raises InvalidInputError (`invalid_stream`) unless the events are the record's,
+        with seqs 1, 2, … in order; ConflictError (`stream_exists`, `record_exists`,
+        `event_id_exists`) when an id is taken; either way nothing is written.
+        """
+        ...
+
     async def append(
         self,
         session_id: str,

@@ -552,6 +552,55 @@ class SQLiteStore:
         created: AppendResult = await self._submit_op(op)
         return created
 
+    async def import_stream(self, record: Record, events: Sequence[StoredEvent]) -> None:
+        """Write an exported stream as it was (store/protocol.py), through the writer like
+        `create_stream`, so the caches hear of it as of any other write."""
+        session_id = record.id
+        for seq, event in enumerate(events, start=1):
+            if event.session_id != session_id or event.seq != seq:
+                raise InvalidInputError(
+                    f"stream {session_id!r}: event {event.id!r} is not seq {seq} of it",
+                    code="invalid_stream",
+                )
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO streams (session_id, record_kind, last_seq, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (session_id, record.kind, len(events), record.created_at),
+            )
+            saved = self._insert_record(conn, record)
+            rows = []
+            for event in events:
+                rows.append(
+                    (
+                        session_id,
+                        event.seq,
+                        self._next_position,
+                        event.id,
+                        event.type,
+                        event.data,
+                        event.recorded_at,
+                    )
+                )
+                self._next_position += 1
+            if self._defer_rows:
+                self._pending_rows.extend(rows)
+            else:
+                conn.executemany(
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                )
+            self.stats.appended_events += len(rows)
+            # As create_stream: the writer's stream cache learns the stream at commit, and
+            # watchers are woken with its last seq (the tail cache keeps none of it).
+            self._batch_streams[session_id] = (len(events), record.kind)
+            op.notify.append((session_id, len(events)))
+            if saved.due:
+                op.due = session_id
+
+        op = _Op(_call, (apply,))
+        await self._submit_op(op)
+
     async def append(
         self,
         session_id: str,

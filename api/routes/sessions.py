@@ -19,7 +19,7 @@ from sessiond.runtime.sessions import (
     session_doc,
     to_session,
 )
-from sessiond.runtime.wire import to_wire
+from sessiond.runtime.transfer import session_export
 from sessiond.store.errors import InvalidInputError
 from sessiond.store.protocol import RecordQuery
 
@@ -61,30 +61,20 @@ async def fork_session(request: Request) -> Response:
 
 
 async def export_session(request: Request) -> Response:
-    """Our extension: the session object, its state before the first event, and its log —
-    what `POST /v1/sessions/import` takes and `sessiond eval replay FILE` replays."""
+    """Our extension: the session as a `SessionExport` (runtime/transfer.py), which
+    `POST /v1/sessions/import` takes and `sessiond eval replay FILE` replays."""
     ws = await workspace_id(request)
     session_id = request.path_params["session_id"]
     services = request.app.state.services
     record = await services.sessions.get_record(ws, session_id)
     doc = session_doc(record)
-    initial = doc.initial
-    head = {
-        "title": initial.title if initial else None,
-        "metadata": initial.metadata if initial else {},
-        "created_at": doc.created_at,
-    }
     stored = await services.store.read(session_id)
-    body = b'{"session":%b,"initial":%b,"events":[%b]}' % (
-        _encode(to_session(record)),
-        _encode(head),
-        b",".join(to_wire(s) for s in stored),
-    )
-    return raw_json_response(body)
+    session = _encode(to_session(record))
+    return json_response(session_export(session, doc.initial, doc.created_at, stored))
 
 
 async def import_session(request: Request) -> Response:
-    """Our extension: store an exported `{session, events}` as a new, resting session."""
+    """Our extension: store a `SessionExport` as a new, resting session."""
     ws = await workspace_id(request)
     params = await decode_body(request, ImportSession)
     return json_response(await _sessions(request).import_log(ws, params))

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import anthropic
+import msgspec
 import pytest
 from eval_harness import http, shape, toolset_agent, wait_run, wire_events
 from fakes.scripts import Script
 from harness import RunningServer
 
-from sessiond.evals.replay import Exported, replay_exported
+from sessiond.evals.replay import replay_exported
 from sessiond.evals.scorers import decode_scorers
+from sessiond.runtime.sessions import ImportSession
+from sessiond.runtime.transfer import SessionExport
 
 ASK = [  # the `confirmed` recording's tools (tests/evals/record_golden.py)
     {
@@ -25,8 +27,15 @@ ASK = [  # the `confirmed` recording's tools (tests/evals/record_golden.py)
 GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.json"))
 
 
-def _load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+class Golden(SessionExport, kw_only=True, forbid_unknown_fields=True):
+    """A golden file: an exported session, the scorers to replay it with, and their verdicts."""
+
+    scorers: list[Any]
+    expected_scores: list[dict[str, Any]]
+
+
+def _load(path: Path) -> Golden:
+    return msgspec.json.decode(path.read_bytes(), type=Golden)
 
 
 def test_there_are_golden_logs() -> None:
@@ -37,27 +46,37 @@ def test_there_are_golden_logs() -> None:
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
 async def test_replay_reproduces_projection_and_scores(path: Path) -> None:
     golden = _load(path)
-    exported = Exported(
-        session=golden["session"], initial=golden["initial"], events=golden["events"]
-    )
-    result = await replay_exported(exported, decode_scorers(golden["scorers"]))
+    result = await replay_exported(golden, decode_scorers(golden.scorers))
     assert result.projection_matches, result.mismatches
-    assert result.events == len(golden["events"])
+    assert result.events == len(golden.events)
     got = [
         {"scorer": s.scorer, "passed": s.passed, "score": s.score, "detail": s.detail}
         for s in result.scores
     ]
-    assert got == golden["expected_scores"]
+    assert got == golden.expected_scores
+
+
+def test_a_golden_file_reencodes_to_what_the_export_route_writes() -> None:
+    """The Struct keeps the session object and the events as their bytes: decoding a
+    golden file and encoding it again changes nothing but whitespace and key order."""
+    for path in GOLDEN:
+        golden = _load(path)
+        again = json.loads(msgspec.json.encode(golden))
+        assert again == json.loads(path.read_text())
+        exported = msgspec.json.decode(msgspec.json.encode(golden), type=SessionExport)
+        assert [bytes(e) for e in exported.events] == [bytes(e) for e in golden.events]
 
 
 @pytest.mark.anyio
 async def test_replay_reports_a_tampered_log_as_a_determinism_error() -> None:
     golden = _load(next(p for p in GOLDEN if p.stem == "tool_call"))
-    events = copy.deepcopy(golden["events"])
+    events = [msgspec.json.decode(e) for e in golden.events]
     end = next(e for e in events if e["type"] == "span.model_request_end")
     end["model_usage"]["output_tokens"] += 1000
-    exported = Exported(session=golden["session"], initial=golden["initial"], events=events)
-    result = await replay_exported(exported)
+    tampered = msgspec.structs.replace(
+        golden, events=[msgspec.Raw(msgspec.json.encode(e)) for e in events]
+    )
+    result = await replay_exported(tampered)
     assert not result.projection_matches and not result.passed
     assert any(m.startswith("usage.output_tokens: recorded") for m in result.mismatches)
 
@@ -76,13 +95,21 @@ def test_cassette_rerun_reproduces_each_golden_log(
         for path in GOLDEN:
             golden = _load(path)
             agent = agents["ask" if path.stem == "confirmed" else "plain"]
-            body = {
-                "environment_id": env.id,
-                "session": golden["session"],
-                "events": golden["events"],
-                "agent": {"type": "agent", "id": agent.id, "version": 1},  # type: ignore[attr-defined]
-            }
-            response = h.post("/v1/sessions/import", json=body)
+            # The export as it is, plus where to put it: the import body is a SessionExport.
+            body = ImportSession(
+                session=golden.session,
+                initial=golden.initial,
+                events=golden.events,
+                environment_id=env.id,
+                agent=msgspec.Raw(
+                    msgspec.json.encode({"type": "agent", "id": agent.id, "version": 1})  # type: ignore[attr-defined]
+                ),
+            )
+            response = h.post(
+                "/v1/sessions/import",
+                content=msgspec.json.encode(body),
+                headers={"content-type": "application/json"},
+            )
             assert response.status_code == 200, response.text
             imported[response.json()["id"]] = path.stem
         calls_before = len(script.requests)
@@ -102,4 +129,5 @@ def test_cassette_rerun_reproduces_each_golden_log(
     for result in run["results"]:
         golden = _load(next(p for p in GOLDEN if p.stem == imported[result["case_id"]]))
         rerun = wire_events(client, result["session_id"])
-        assert shape(rerun) == shape(golden["events"]), imported[result["case_id"]]
+        recorded = [msgspec.json.decode(e) for e in golden.events]
+        assert shape(rerun) == shape(recorded), imported[result["case_id"]]

@@ -10,7 +10,7 @@ import anyio
 import msgspec
 import pytest
 
-from sessiond.store.errors import ConflictError, NotFoundError
+from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
 from sessiond.store.protocol import (
     EventQuery,
     Fence,
@@ -18,6 +18,7 @@ from sessiond.store.protocol import (
     Record,
     RecordQuery,
     Store,
+    StoredEvent,
     Version,
 )
 
@@ -608,3 +609,108 @@ async def test_due_is_published_for_appends_without_a_fence(store: Store) -> Non
         await store.publish("custom", "hello")
     finally:
         unsubscribe()
+
+
+async def test_an_imported_stream_keeps_ids_seqs_bodies_and_times_with_new_positions(
+    store: Store,
+) -> None:
+    await store.create_stream(session_record("earlier"), events(2))
+    earlier = await store.read("earlier")
+    exported = [
+        StoredEvent(
+            session_id="s",
+            seq=seq,
+            position=1000 + seq,  # the exporting store's: not kept
+            id=f"sevt_exported{seq}",
+            type=kind,
+            data=b'{"type": "%s",  "n": %d}' % (kind.encode(), seq),  # any bytes: not re-encoded
+            recorded_at=f"2020-01-0{seq}T00:00:00.00000{seq}Z",
+        )
+        for seq, kind in ((1, "user.message"), (2, "agent.message"), (3, "session.status_idle"))
+    ]
+    record = msgspec.structs.replace(
+        session_record("s", status="idle"),
+        updated_at="2020-01-03T00:00:00.000003Z",
+        archived_at="2020-02-01T00:00:00.000000Z",
+        due=True,
+        revision=7,  # the exporting store's: the row starts over
+    )
+    due: list[str] = []
+    heard = anyio.Event()
+
+    def on_due(payload: str) -> None:
+        due.append(payload)
+        heard.set()
+
+    unsubscribe = store.subscribe("due", on_due)
+    try:
+        async with store.watch("s") as watch:
+            await store.import_stream(record, exported)
+            with anyio.fail_after(5):
+                assert await watch.wait(0) == 3
+                await heard.wait()
+    finally:
+        unsubscribe()
+    assert due == ["s"]
+    got = await store.read("s")
+    assert [(e.session_id, e.seq, e.id, e.type, e.data, e.recorded_at) for e in got] == [
+        (e.session_id, e.seq, e.id, e.type, e.data, e.recorded_at) for e in exported
+    ]
+    positions = [e.position for e in got]
+    assert positions == sorted(positions) and positions[0] > earlier[-1].position
+    assert await store.last_seq("s") == 3
+    assert await store.get_event("sevt_exported2") == got[1]
+    assert await store.get_record("session", "s") == msgspec.structs.replace(record, revision=1)
+    listed = await store.list_records(
+        RecordQuery(kind="session", workspace_id="w", include_archived=True, due=True)
+    )
+    assert [r.id for r in listed] == ["s"]
+    # It carries on like any stream: appends follow it, in seq and in position.
+    appended = await store.append("s", events(1), expected_seq=3)
+    assert appended.events[0].seq == 4 and appended.events[0].position > positions[-1]
+    later = await store.append("earlier", events(1), expected_seq=2)
+    assert later.events[0].position > appended.events[0].position
+
+
+async def test_an_import_of_taken_ids_or_broken_seqs_writes_nothing(store: Store) -> None:
+    await store.create_stream(session_record("s"), events(2))
+    taken = await store.read("s")
+
+    def exported(session_id: str, seqs: list[int], ids: list[str]) -> list[StoredEvent]:
+        return [
+            StoredEvent(
+                session_id=session_id,
+                seq=seq,
+                position=0,
+                id=event_id,
+                type="user.message",
+                data=PAYLOAD,
+                recorded_at="2020-01-01T00:00:00.000000Z",
+            )
+            for seq, event_id in zip(seqs, ids, strict=True)
+        ]
+
+    with pytest.raises(ConflictError) as stream:
+        await store.import_stream(session_record("s"), exported("s", [1], ["sevt_new"]))
+    assert stream.value.code == "stream_exists"
+    with pytest.raises(ConflictError) as event:
+        await store.import_stream(
+            session_record("t"), exported("t", [1, 2], ["sevt_fresh", taken[1].id])
+        )
+    assert event.value.code == "event_id_exists"
+    for seqs, ids, session_id in (
+        ([2], ["sevt_a"], "t"),  # not from 1
+        ([1, 3], ["sevt_a", "sevt_b"], "t"),  # a gap
+        ([1], ["sevt_a"], "u"),  # another stream's event
+    ):
+        with pytest.raises(InvalidInputError):
+            await store.import_stream(session_record("t"), exported(session_id, seqs, ids))
+    with pytest.raises(NotFoundError):
+        await store.last_seq("t")
+    with pytest.raises(NotFoundError):
+        await store.get_record("session", "t")
+    with pytest.raises(NotFoundError):
+        await store.get_event("sevt_fresh")
+    assert await store.read("s") == taken
+    await store.import_stream(session_record("t"), [])  # an empty stream is a stream
+    assert await store.last_seq("t") == 0
