@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.common import ROOT, Results
 from bench.readme import update_readme
 
-ALL = ["append", "resume", "sse", "engine", "memory", "evals"]
+ALL = ["append", "resume", "sse", "engine", "memory", "evals", "scaleout"]
 MODULES = {
     "append": "bench.append",
     "resume": "bench.resume",
@@ -19,6 +19,7 @@ MODULES = {
     "memory": "bench.memory",
     "evals": "bench.evals_throughput",
     "peers": "bench.peers",
+    "scaleout": "bench.scale_out",
 }
 
 

@@ -19,7 +19,17 @@ STREAMS = 10
 RATE = 100.0  # appends per second, over all streams
 
 
-def _load(url: str, mode: str, streams: list[str], clients: int, seconds: float) -> dict:
+def _load(
+    url: str,
+    mode: str,
+    streams: list[str],
+    clients: int,
+    seconds: float,
+    *,
+    rate: float = RATE,
+    posters: int = 1,
+    client_urls: list[str] | None = None,
+) -> dict:
     out = subprocess.run(
         [
             sys.executable,
@@ -36,9 +46,13 @@ def _load(url: str, mode: str, streams: list[str], clients: int, seconds: float)
             "--clients",
             str(clients),
             "--rate",
-            str(RATE),
+            str(rate),
             "--seconds",
             str(seconds),
+            "--posters",
+            str(posters),
+            "--client-urls",
+            ",".join(client_urls or []),
         ],
         cwd=ROOT,
         capture_output=True,

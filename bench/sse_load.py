@@ -52,6 +52,26 @@ async def client(
 
 
 async def appender(
+    url: str,
+    mode: str,
+    streams: list[str],
+    key: str,
+    rate: float,
+    seconds: float,
+    posters: int = 1,
+) -> int:
+    """`rate` appends per second, spread over `posters` concurrent posting loops (one
+    loop's round trips cap it near 500/s)."""
+    counts = await asyncio.gather(
+        *(
+            _post_loop(url, mode, streams[i::posters] or streams, key, rate / posters, seconds)
+            for i in range(posters)
+        )
+    )
+    return sum(counts)
+
+
+async def _post_loop(
     url: str, mode: str, streams: list[str], key: str, rate: float, seconds: float
 ) -> int:
     sent = 0
@@ -84,7 +104,7 @@ async def appender(
 
 
 async def main(args: argparse.Namespace) -> None:
-    parsed = urlparse(args.url)
+    client_urls = [urlparse(u) for u in (args.client_urls or args.url).split(",")]
     streams = args.streams.split(",")
     stats = {"connected": 0, "received": 0, "latencies": [], "measuring": False}
     ready = asyncio.Event()
@@ -92,6 +112,7 @@ async def main(args: argparse.Namespace) -> None:
     tasks = []
     for index in range(args.clients):
         path = template.format(streams[index % len(streams)])
+        parsed = client_urls[index % len(client_urls)]
         tasks.append(
             asyncio.create_task(
                 client(parsed.hostname, parsed.port, path, args.key, stats, ready, args.clients)
@@ -104,7 +125,9 @@ async def main(args: argparse.Namespace) -> None:
     stats["measuring"] = True
     before = stats["received"]
     started = time.monotonic()
-    sent = await appender(args.url, args.mode, streams, args.key, args.rate, args.seconds)
+    sent = await appender(
+        args.url, args.mode, streams, args.key, args.rate, args.seconds, args.posters
+    )
     await asyncio.sleep(1.0)  # let the last frames arrive
     elapsed = time.monotonic() - started
     received = stats["received"] - before
@@ -140,4 +163,8 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int)
     parser.add_argument("--rate", type=float)
     parser.add_argument("--seconds", type=float)
+    parser.add_argument("--posters", type=int, default=1, help="concurrent posting loops")
+    parser.add_argument(
+        "--client-urls", default="", help="comma-separated servers the clients spread over"
+    )
     asyncio.run(main(parser.parse_args()))

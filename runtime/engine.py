@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import anyio
 import msgspec
 
 from sessiond.runtime import events as ev
@@ -445,12 +446,17 @@ class Engine:
             await self._append(session_id, [ev.SessionError(error=error)])
 
         try:
-            response = await models.complete(
-                request,
-                on_delta=on_delta,
-                on_attempt_failed=on_attempt_failed,
-                on_fallback=on_fallback,
-            )
+            try:
+                response = await models.complete(
+                    request,
+                    on_delta=on_delta,
+                    on_attempt_failed=on_attempt_failed,
+                    on_fallback=on_fallback,
+                )
+            finally:
+                if started:  # previews still gathered for other processes go out now
+                    with anyio.move_on_after(2, shield=True):
+                        await self._deltas.flush(session_id)
         except AppError as error:
             await self._append(
                 session_id,

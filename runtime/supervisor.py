@@ -197,6 +197,11 @@ class Supervisor:
             self._scopes.pop(session_id, None)
             self._drive_started.pop(session_id, None)
             self._active.discard(session_id)
+            if session_id in self._again and self._tg is not None and not self._stopping:
+                # A wake that came after the loop's last look (while the lease was being
+                # given back): it must not wait for the sweep.
+                self._again.discard(session_id)
+                self._tg.start_soon(self.wake, session_id)
 
     async def _drive_leased(self, session_id: str, lease: Lease) -> None:
         """Drive while holding the lease: renewed in the background, fencing every append;

@@ -396,7 +396,6 @@ class PostgresStore:
             conn = self._writer_conn
             if conn is None:
                 raise UnavailableError("the database is unreachable", code="database_down")
-        outcomes: list[Any] = []
         async with conn.transaction():
             # Commit order = position order: see the module docstring.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _WRITE_LOCK)
@@ -405,30 +404,20 @@ class PostgresStore:
             )
             start = (row[1] or 0) + 1
             state = _Batch(conn, row[0], start)
-            fast = [op.append for op in batch if op.append is not None]
-            if len(fast) == len(batch) > 1:
-                try:
-                    async with conn.transaction():  # a savepoint around the bulk writes
-                        outcomes = await self._append_all(state, fast)
-                except asyncpg.PostgresError:
-                    # A row the checks could not foresee (an event id taken): undo, and
-                    # run each op in a savepoint of its own to find whose it was.
-                    state = _Batch(conn, row[0], start)
-                    outcomes = []
-            for op in batch if not outcomes else ():
-                position = state.next_position
-                notified, due = len(state.notify), len(state.due)
-                try:
-                    async with conn.transaction():  # a savepoint: a failure sinks only this op
-                        outcome = await op.apply(state)
-                except Exception as exc:  # the savepoint is rolled back: only this op fails
-                    state.next_position = position
-                    del state.notify[notified:]
-                    del state.due[due:]
-                    if isinstance(exc, asyncpg.InterfaceError | OSError):
-                        raise  # the connection itself: the whole batch fails
-                    outcome = _translate(exc) if isinstance(exc, asyncpg.PostgresError) else exc
-                outcomes.append(outcome)
+            outcomes: list[Any] = []
+            index = 0
+            while index < len(batch):
+                # Consecutive appends go through the batched fast path together; anything
+                # else runs as its own op, in order.
+                end = index
+                while end < len(batch) and batch[end].append is not None:
+                    end += 1
+                if end > index:
+                    outcomes += await self._run_appends(state, batch[index:end])
+                    index = end
+                else:
+                    outcomes.append(await self._run_one(state, batch[index]))
+                    index += 1
             if state.next_position != start:
                 await conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('position', $1) "
@@ -448,6 +437,36 @@ class PostgresStore:
                     [f"due {session_id}" for session_id in state.due],
                 )
         return outcomes, state.notify
+
+    async def _run_one(self, state: _Batch, op: _Op) -> Any:
+        """One op in a savepoint of its own: if it fails, only it is undone."""
+        position = state.next_position
+        notified, due = len(state.notify), len(state.due)
+        try:
+            async with state.conn.transaction():
+                return await op.apply(state)
+        except Exception as exc:  # the savepoint is rolled back: only this op fails
+            state.next_position = position
+            del state.notify[notified:]
+            del state.due[due:]
+            if isinstance(exc, asyncpg.InterfaceError | OSError):
+                raise  # the connection itself: the whole batch fails
+            return _translate(exc) if isinstance(exc, asyncpg.PostgresError) else exc
+
+    async def _run_appends(self, state: _Batch, ops: list[_Op]) -> list[Any]:
+        """Consecutive appends, batched (`_append_all`); if the database refuses a row the
+        checks could not foresee (an event id taken), undone and run one by one to find
+        whose it was."""
+        position = state.next_position
+        notified, due = len(state.notify), len(state.due)
+        try:
+            async with state.conn.transaction():  # a savepoint around the bulk writes
+                return await self._append_all(state, [op.append for op in ops if op.append])
+        except asyncpg.PostgresError:
+            state.next_position = position
+            del state.notify[notified:]
+            del state.due[due:]
+            return [await self._run_one(state, op) for op in ops]
 
     async def _append_all(self, state: _Batch, appends: list[_Append]) -> list[Any]:
         """A batch of appends in a dozen round trips, however many there are: read every

@@ -234,3 +234,57 @@ def test_a_worker_paused_past_its_lease_cannot_write(
     log = _stored(dsn, schema, session_id)
     _check_log(log)
     assert not any(b"from-a" in data for _, _, _, data in log)
+
+
+def _back_to_back(url: str, session_id: str, turns: int) -> None:
+    """Send the next message the moment the previous turn ends, as a driving client does."""
+    with _client(url) as sdk, sdk.beta.sessions.events.stream(session_id, timeout=90) as stream:
+        sdk.beta.sessions.events.send(session_id, events=[user_message("0")])  # type: ignore[list-item]
+        idles = 0
+        for event in stream:
+            if event.type == "session.status_idle":
+                idles += 1
+                if idles == turns:
+                    return
+                sdk.beta.sessions.events.send(session_id, events=[user_message(str(idles))])  # type: ignore[list-item]
+
+
+def test_back_to_back_turns_never_wait_for_the_sweep(
+    database: tuple[str, str], tmp_path: Path
+) -> None:
+    """A message sent the moment a turn ends can reach the worker while it is still giving
+    the lease back; that wake must start the next turn at once, not at the next sweep
+    (set to a minute here, so a lost wake fails the test instead of slowing it). Many
+    sessions at once make the lease's release slow enough for the race to happen."""
+    dsn, schema = database
+    script = Script(responder=lambda body: Reply(text="ok"))
+    processes: list[SessiondProcess] = []
+    with ThreadedServer(create_app(script)) as fake:
+        env = {**_deployment_env(dsn, schema, fake.base_url, tmp_path), "SESSIOND_SWEEP_S": "60"}
+        try:
+            api = api_process(tmp_path, "api", env, "--no-engine")
+            processes.append(api)
+            processes.append(worker_process(tmp_path, "worker", env))
+            with _client(api.url) as sdk:
+                agent = sdk.beta.agents.create(name="quick", model="claude-sonnet-5-5")
+                environment = sdk.beta.environments.create(name="e")
+                ids = [
+                    sdk.beta.sessions.create(agent=agent.id, environment_id=environment.id).id
+                    for _ in range(24)
+                ]
+            started = time.monotonic()
+            drivers = [
+                threading.Thread(target=_back_to_back, args=(api.url, i, 5), daemon=True)
+                for i in ids
+            ]
+            for driver in drivers:
+                driver.start()
+            for driver in drivers:
+                driver.join(timeout=max(0.1, 45 - (time.monotonic() - started)))
+            stuck = sum(driver.is_alive() for driver in drivers)
+            assert stuck == 0, f"{stuck} sessions waited for the sweep"
+        finally:
+            for process in processes:
+                process.stop()
+    for session_id in ids:
+        _check_log(_stored(dsn, schema, session_id))
