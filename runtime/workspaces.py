@@ -101,7 +101,10 @@ class Workspaces:
         try:
             await self._store.get_record("workspace", DEFAULT_WORKSPACE_ID)
         except NotFoundError:
-            await self._save_workspace(DEFAULT_WORKSPACE_ID, "default")
+            try:
+                await self._save_workspace(DEFAULT_WORKSPACE_ID, "default")
+            except ConflictError:
+                pass  # another process starting on the same database made it first
 
     async def create_workspace(self, params: CreateWorkspace) -> Workspace:
         """Create a workspace."""
@@ -144,9 +147,18 @@ class Workspaces:
         )
         if await self._store.list_records(query):
             return None
-        return await self.create_key(
-            CreateApiKey(workspace_id=DEFAULT_WORKSPACE_ID, name="bootstrap")
-        )
+        # Processes starting together on one fresh database: one of them mints the key.
+        lease = await self._store.acquire_lease("bootstrap-key", new_id("boot"), 60)
+        if lease is None:
+            return None
+        try:
+            if await self._store.list_records(query):
+                return None
+            return await self.create_key(
+                CreateApiKey(workspace_id=DEFAULT_WORKSPACE_ID, name="bootstrap")
+            )
+        finally:
+            await self._store.release_lease(lease)
 
     async def list_keys(self, query: RecordQuery) -> list[ApiKey]:
         """A page of keys (never their secrets)."""
