@@ -1,5 +1,5 @@
-"""The `sessiond` console script: `serve [--no-engine]`, `worker`, `migrate`, `keys create`,
-`eval run|rerun|replay|report`."""
+"""The `sessiond` console script: `serve [--no-engine]`, `worker`, `migrate`, `export`,
+`import`, `keys create`, `eval run|rerun|replay|report`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,17 @@ def _parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=None, help="sessions driven at once (default 256)"
     )
     sub.add_parser("migrate", help="apply the database's migrations and exit")
+    export = sub.add_parser(
+        "export", help="write the installation (or some sessions) as JSON lines"
+    )
+    export.add_argument("--out", default="-", help="a file (default: standard output)")
+    export.add_argument(
+        "--session", action="append", default=None, help="only this session (repeatable)"
+    )
+    load = sub.add_parser(
+        "import", help="load an export (JSON lines) into this installation's database"
+    )
+    load.add_argument("file", help="the export, or - for standard input")
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print its secret once")
@@ -61,6 +72,45 @@ async def _migrate(url: str) -> None:
     await store.open()  # opening applies the migrations
     await store.close()
     print(f"sessiond: {url.split('@')[-1]} is migrated", flush=True)
+
+
+async def _export(url: str, out: str, session_ids: list[str] | None) -> None:
+    from sessiond.runtime.transfer import export_installation
+
+    store = open_store(url)
+    await store.open()
+    sink = sys.stdout.buffer if out == "-" else open(out, "wb")  # noqa: SIM115
+
+    def write(line: bytes) -> None:
+        sink.write(line)
+
+    try:
+        lines = await export_installation(store, write, session_ids=session_ids)
+    finally:
+        if sink is not sys.stdout.buffer:
+            sink.close()
+        await store.close()
+    print(f"sessiond: exported {lines} lines", file=sys.stderr, flush=True)
+
+
+async def _import(url: str, path: str) -> None:
+    from sessiond.runtime.transfer import import_installation
+
+    store = open_store(url)
+    await store.open()
+    source = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    try:
+        counts = await import_installation(store, source)
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+        await store.close()
+    print(
+        f"sessiond: imported {counts.records} records, {counts.versions} versions, "
+        f"{counts.streams} sessions and runs, {counts.events} events",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _loop_options() -> dict[str, bool]:
@@ -102,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.from_env()
     if args.command == "migrate":
         anyio.run(_migrate, config.database_url)
+        return 0
+    if args.command == "export":
+        anyio.run(_export, config.database_url, args.out, args.session)
+        return 0
+    if args.command == "import":
+        anyio.run(_import, config.database_url, args.file)
         return 0
     if args.command == "serve":
         from sessiond.api.serve import serve

@@ -69,9 +69,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 def record(name: str, scenario: dict[str, Any], server: Any) -> dict[str, Any]:
     import anyio
+    import msgspec
 
-    from sessiond.evals.replay import Exported, replay_exported
+    from sessiond.evals.replay import replay_exported
     from sessiond.evals.scorers import decode_scorers
+    from sessiond.runtime.transfer import SessionExport
 
     with sdk(server) as client, http(server) as h:
         agent = toolset_agent(client, **scenario.get("agent", {}))
@@ -103,7 +105,8 @@ def record(name: str, scenario: dict[str, Any], server: Any) -> dict[str, Any]:
                 frames = collect_until_idle(client, session.id, answers)
         exported = h.get(f"/v1/sessions/{session.id}/export").json()
     scorers = scenario["scorers"]
-    result = anyio.run(replay_exported, Exported(**exported), decode_scorers(scorers))
+    as_export = msgspec.json.decode(msgspec.json.encode(exported), type=SessionExport)
+    result = anyio.run(replay_exported, as_export, decode_scorers(scorers))
     assert result.projection_matches, result.mismatches
     exported["scorers"] = scorers
     exported["expected_scores"] = [
