@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import re
+import sys
 import time
 from urllib.parse import urlparse
 
@@ -64,7 +65,16 @@ async def appender(
     loop's round trips cap it near 500/s)."""
     counts = await asyncio.gather(
         *(
-            _post_loop(url, mode, streams[i::posters] or streams, key, rate / posters, seconds)
+            _post_loop(
+                url,
+                mode,
+                streams[i::posters] or streams,
+                key,
+                rate / posters,
+                seconds,
+                # Staggered: loops started together would post in bursts of `posters`.
+                offset=i / rate,
+            )
             for i in range(posters)
         )
     )
@@ -72,11 +82,18 @@ async def appender(
 
 
 async def _post_loop(
-    url: str, mode: str, streams: list[str], key: str, rate: float, seconds: float
+    url: str,
+    mode: str,
+    streams: list[str],
+    key: str,
+    rate: float,
+    seconds: float,
+    offset: float = 0.0,
 ) -> int:
     sent = 0
     interval = 1.0 / rate
     async with httpx.AsyncClient(base_url=url, headers={"x-api-key": key}, timeout=30) as http:
+        await asyncio.sleep(offset)
         deadline = time.monotonic() + seconds
         next_at = time.monotonic()
         while time.monotonic() < deadline:
@@ -104,6 +121,13 @@ async def _post_loop(
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.post_only:
+        streams = args.streams.split(",")
+        sent = await appender(
+            args.url, args.mode, streams, args.key, args.rate, args.seconds, args.posters
+        )
+        print(sent, flush=True)
+        return
     client_urls = [urlparse(u) for u in (args.client_urls or args.url).split(",")]
     streams = args.streams.split(",")
     stats = {"connected": 0, "received": 0, "latencies": [], "measuring": False}
@@ -125,9 +149,23 @@ async def main(args: argparse.Namespace) -> None:
     stats["measuring"] = True
     before = stats["received"]
     started = time.monotonic()
-    sent = await appender(
-        args.url, args.mode, streams, args.key, args.rate, args.seconds, args.posters
-    )
+    if args.posters > 1:
+        # Many posters get a process of their own: sharing this one with the clients'
+        # reads, their POSTs were delayed by it and that delay counted as latency.
+        poster = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.sse_load",
+            "--post-only",
+            *(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "post_only"),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await poster.communicate()
+        sent = int(out.decode().strip().splitlines()[-1])
+    else:
+        sent = await appender(
+            args.url, args.mode, streams, args.key, args.rate, args.seconds, args.posters
+        )
     await asyncio.sleep(1.0)  # let the last frames arrive
     elapsed = time.monotonic() - started
     received = stats["received"] - before
@@ -167,4 +205,5 @@ if __name__ == "__main__":
     parser.add_argument(
         "--client-urls", default="", help="comma-separated servers the clients spread over"
     )
+    parser.add_argument("--post-only", action="store_true", help="(internal) only post")
     asyncio.run(main(parser.parse_args()))
