@@ -17,6 +17,7 @@ bound; a single preview over it is not sent across (the final event carries it a
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from sessiond.store.clock import new_id
 from sessiond.store.protocol import Store
+
+log = logging.getLogger("sessiond.deltas")
 
 BUFFER = 512
 TOPIC = "deltas"
@@ -114,13 +117,15 @@ class DeltaHub:
         if now - self._flushed_at.get(session_id, 0.0) >= FLUSH_S or len(gathered) >= _MAX_GATHERED:
             await self.flush(session_id)
 
-    async def flush(self, session_id: str) -> None:
-        """Send what is gathered for the session across (the engine calls it when a
-        response ends)."""
+    async def flush(self, session_id: str, *, final: bool = False) -> None:
+        """Send what is gathered for the session across; `final` when its response has
+        ended (the engine says so), which also forgets the session here."""
         gathered = self._gathered.pop(session_id, None)
-        self._flushed_at[session_id] = time.monotonic()
-        if self._bus is None or not gathered:
+        if final:
             self._flushed_at.pop(session_id, None)
+        else:
+            self._flushed_at[session_id] = time.monotonic()
+        if self._bus is None or not gathered:
             return
         batch: list[tuple[str, str, str]] = []
         size = 0
@@ -136,9 +141,16 @@ class DeltaHub:
         await self._send(session_id, batch)
 
     async def _send(self, session_id: str, batch: list[tuple[str, str, str]]) -> None:
-        if batch and self._bus is not None:
-            message = _encode_remote(_Remote(self._origin, session_id, batch)).decode()
+        if not batch or self._bus is None:
+            return
+        message = _encode_remote(_Remote(self._origin, session_id, batch)).decode()
+        try:
             await self._bus.publish(TOPIC, message)
+        except Exception as exc:
+            # Best effort by contract: a preview that cannot cross is dropped, and the
+            # model call it belongs to goes on (failing it would re-send, and re-bill, it).
+            self.dropped += len(batch)
+            log.debug("previews for %s not sent across: %s", session_id, exc)
 
     def _from_bus(self, message: str) -> None:
         try:

@@ -456,7 +456,7 @@ class Engine:
             finally:
                 if started:  # previews still gathered for other processes go out now
                     with anyio.move_on_after(2, shield=True):
-                        await self._deltas.flush(session_id)
+                        await self._deltas.flush(session_id, final=True)
         except AppError as error:
             await self._append(
                 session_id,

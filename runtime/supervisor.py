@@ -193,6 +193,13 @@ class Supervisor:
                 finally:
                     with anyio.move_on_after(CLOSE_DEADLINE_S, shield=True):
                         await self._store.release_lease(lease)
+        except NotFoundError:
+            pass  # deleted meanwhile
+        except Exception:
+            # Nothing one session meets (a database blip, a lost lease) may take down the
+            # task group every other drive runs in; the session stays due, and the sweep
+            # comes back to it.
+            log.exception("session %s: drive stopped", session_id)
         finally:
             self._scopes.pop(session_id, None)
             self._drive_started.pop(session_id, None)
@@ -210,21 +217,38 @@ class Supervisor:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep, lease, tg.cancel_scope)
-                await self._resume_orphan(session_id)
-                await self._drive_loop(session_id)
+                try:
+                    await self._resume_orphan(session_id)
+                    await self._drive_loop(session_id)
+                except ConflictError as exc:
+                    if exc.code != "fenced":
+                        raise
+                    # Another worker holds the session now: stop at once (driving on would
+                    # only be refused, or run its tool calls a second time).
+                    log.warning("session %s: another worker holds it now; stopping", session_id)
                 tg.cancel_scope.cancel()
         finally:
             self._engine.release(session_id)
 
     async def _keep(self, lease: Lease, scope: anyio.CancelScope) -> None:
+        """Renew every third of the time to live; a renewal that fails (the database
+        unreachable) is tried again until the lease would have expired."""
+        given_up_at = anyio.current_time() + self._lease_ttl_s
         while True:
             await anyio.sleep(self._lease_ttl_s / 3)
-            renewed = await self._store.renew_lease(lease, self._lease_ttl_s)
+            try:
+                renewed = await self._store.renew_lease(lease, self._lease_ttl_s)
+            except Exception as exc:
+                if anyio.current_time() < given_up_at:
+                    log.warning("could not renew %s (%s); trying again", lease.name, exc)
+                    continue
+                renewed = None
             if renewed is None:
                 log.warning("lost the lease %s; stopping its drive", lease.name)
                 scope.cancel()
                 return
             lease = renewed
+            given_up_at = anyio.current_time() + self._lease_ttl_s
 
     async def _resume_orphan(self, session_id: str) -> None:
         """A session running with no live holder: its worker died mid-turn."""
@@ -236,9 +260,11 @@ class Supervisor:
     async def _drive_loop(self, session_id: str) -> None:
         while True:
             self._again.discard(session_id)
+            # The seq first, then the scope: an interrupt already dealt with (before this
+            # seq) must not cancel the drive about to start.
+            self._drive_started[session_id] = await self._store.last_seq(session_id)
             with anyio.CancelScope() as scope:
                 self._scopes[session_id] = scope
-                self._drive_started[session_id] = await self._store.last_seq(session_id)
                 await self._drive_once(session_id)
             self._scopes.pop(session_id, None)
             if scope.cancelled_caught:
@@ -268,19 +294,21 @@ class Supervisor:
             except NotFoundError:
                 return  # deleted while it ran
             except ConflictError as exc:
-                if exc.code != "fenced":
-                    raise
-                log.warning("session %s: another worker holds it now; stopping", session_id)
-                return
+                if exc.code == "fenced":
+                    raise  # the lease is gone: see _drive_leased
+                failure: Exception = exc
             except Exception as exc:
-                # A bug, not a provider failure (those are handled in the engine): record
-                # it in the log so the session does not look stuck, and keep the server up.
-                log.exception("session %s: drive failed (attempt %d)", session_id, attempt)
-                retrying = attempt < DRIVE_ATTEMPTS
-                await self._record_failure(session_id, exc, retrying)
-                if not retrying:
-                    return
-                await anyio.sleep(DRIVE_BACKOFF_S * 2 ** (attempt - 1))
+                failure = exc
+            # A bug, not a provider failure (those are handled in the engine): record it in
+            # the log so the session does not look stuck, and keep the server up.
+            log.exception(
+                "session %s: drive failed (attempt %d)", session_id, attempt, exc_info=failure
+            )
+            retrying = attempt < DRIVE_ATTEMPTS
+            await self._record_failure(session_id, failure, retrying)
+            if not retrying:
+                return
+            await anyio.sleep(DRIVE_BACKOFF_S * 2 ** (attempt - 1))
 
     async def _record_failure(self, session_id: str, exc: Exception, retrying: bool) -> None:
         """A `session.error` for a failed drive. While retrying, a model request it left
@@ -328,8 +356,14 @@ class Supervisor:
         """
         woken = 0
         settled: dict[str, int] = {}
-        for record in await self._due():
-            if record.id in self._active:
+        due = await self._due()
+        held: set[str] = set()
+        if self._owner is not None and due:
+            # Sessions another live worker drives are not lost: leave them be (a read,
+            # where trying each lease would be a write per session per sweep).
+            held = await self._store.held_leases([f"session:{r.id}" for r in due])
+        for record in due:
+            if record.id in self._active or f"session:{record.id}" in held:
                 continue
             if self._settled.get(record.id) == record.revision:
                 settled[record.id] = record.revision

@@ -33,6 +33,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, NamedTuple
@@ -71,6 +73,12 @@ log = logging.getLogger("sessiond.store")
 MAX_BATCH = 512
 DEFAULT_POOL_SIZE = 10
 _WRITE_LOCK = 0x5E55_10D1
+"""The write lock's key, mixed with the schema's name: installations in separate schemas of
+one database do not serialise each other."""
+_WRITER_IDLE_MS = 5000
+_LISTEN_PING_S = 5.0
+_COMMAND_TIMEOUT_S = 30.0
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _EVENTS_CHANNEL = "sessiond_events"
 _BUS_CHANNEL = "sessiond_bus"
 _MAX_PAYLOAD = 7000
@@ -187,6 +195,11 @@ class PostgresStore:
     ) -> None:
         self.dsn, options = _dsn_and_options(url)
         self.schema = schema or options.get("schema")
+        if self.schema is not None and not _SCHEMA_NAME.fullmatch(self.schema):
+            raise InvalidInputError(
+                f"schema: {self.schema!r} is not a plain lower-case name", code="bad_schema"
+            )
+        self._write_lock = _WRITE_LOCK ^ zlib.crc32((self.schema or "").encode())
         self.pool_size = (
             pool_size
             or int(options.get("pool_size") or os.environ.get("SESSIOND_PG_POOL_SIZE") or 0)
@@ -204,22 +217,34 @@ class PostgresStore:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def _settings(self) -> dict[str, str]:
+    def _settings(self, *, writer: bool = False) -> dict[str, str]:
         settings = {"application_name": "sessiond"}
         if self.schema:
-            settings["search_path"] = self.schema
+            settings["search_path"] = f'"{self.schema}"'
+        if writer:
+            # The writer holds the cluster's one write lock while in a transaction: if its
+            # process stops (paused, its host gone), the server ends the transaction and
+            # frees the lock, instead of every other process waiting on it for hours.
+            settings.update(
+                idle_in_transaction_session_timeout=str(_WRITER_IDLE_MS),
+                tcp_keepalives_idle="5",
+                tcp_keepalives_interval="2",
+                tcp_keepalives_count="3",
+            )
         return settings
 
-    async def _connect(self) -> Any:
-        return await asyncpg.connect(self.dsn, server_settings=self._settings())
+    async def _connect(self, *, writer: bool = False) -> Any:
+        return await asyncpg.connect(
+            self.dsn,
+            server_settings=self._settings(writer=writer),
+            command_timeout=_COMMAND_TIMEOUT_S,
+        )
 
     async def open(self) -> None:
         """Connect, migrate, start the writer and the listener."""
         try:
-            self._writer_conn = await self._connect()
-            if self.schema:
-                await self._writer_conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            await migrate(self._writer_conn)
+            self._writer_conn = await self._connect(writer=True)
+            await migrate(self._writer_conn, self.schema)
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=1,
@@ -240,7 +265,11 @@ class PostgresStore:
         self._listener_task = asyncio.create_task(
             self._listen_loop(listening), name="sessiond-pg-listener"
         )
-        await listening
+        try:
+            await listening
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer and listener, disconnect."""
@@ -289,7 +318,11 @@ class PostgresStore:
                     # Reconnected: what was notified meanwhile is unknown. Re-read all.
                     self._notifier.wake_all()
                     self._bus.emit("due", "")
-                await lost
+                # A connection that died without a word (no reset) is found by a ping.
+                while not lost.done():
+                    await asyncio.wait([lost], timeout=_LISTEN_PING_S)
+                    if not lost.done():
+                        await asyncio.wait_for(self._listener.fetchval("SELECT 1"), 5)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -385,7 +418,7 @@ class PostgresStore:
         if self._writer_conn is not None and not self._writer_conn.is_closed():
             return
         try:
-            self._writer_conn = await self._connect()
+            self._writer_conn = await self._connect(writer=True)
         except Exception as exc:
             log.warning("cannot reconnect the writer yet: %s", exc)
 
@@ -398,7 +431,7 @@ class PostgresStore:
                 raise UnavailableError("the database is unreachable", code="database_down")
         async with conn.transaction():
             # Commit order = position order: see the module docstring.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _WRITE_LOCK)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", self._write_lock)
             row = await conn.fetchrow(
                 f"SELECT {_NOW}, (SELECT value FROM meta WHERE key = 'position')"
             )
@@ -491,10 +524,21 @@ class PostgresStore:
             )
             tokens = {r[0]: r[1] for r in rows}
         records: dict[tuple[str, str], Record] = {}
-        projected = list({a.session_id for a in appends if a.project is not None})
+        projected = list(
+            {
+                (streams[a.session_id][1], a.session_id)
+                for a in appends
+                if a.project is not None and a.session_id in streams
+            }
+        )
         if projected:
+            # By (kind, id), the primary key: by id alone it was a scan of every record,
+            # under the cluster's write lock.
             for row in await conn.fetch(
-                f"SELECT {_RECORD_COLUMNS} FROM records WHERE id = ANY($1::text[])", projected
+                f"SELECT {_RECORD_COLUMNS} FROM records "
+                "WHERE (kind, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                [kind for kind, _ in projected],
+                [record_id for _, record_id in projected],
             ):
                 record = _record(row)
                 records[(record.kind, record.id)] = record
@@ -880,7 +924,7 @@ class PostgresStore:
         return int(rows[0][0])
 
     async def delete_stream(self, session_id: str) -> None:
-        """Delete a stream with its events, keys, record and lease; wake its watchers."""
+        """Delete a stream with its events, keys and record; wake its watchers."""
 
         async def apply(state: _Batch) -> None:
             conn = state.conn
@@ -1105,6 +1149,17 @@ class PostgresStore:
 
         renewed: Lease | None = await self._submit(apply)
         return renewed
+
+    async def held_leases(self, names: Sequence[str]) -> set[str]:
+        """Which of the leases are unexpired now, by the database's clock."""
+        if not names:
+            return set()
+        rows = await self._fetch(
+            "SELECT name FROM leases "
+            "WHERE name = ANY($1::text[]) AND expires_at > clock_timestamp()",
+            list(names),
+        )
+        return {row[0] for row in rows}
 
     async def release_lease(self, lease: Lease) -> None:
         """Expire a held lease now (the row, and so its token, stays)."""

@@ -85,10 +85,14 @@ _MIGRATION_LOCK = 0x5E55_10D0
 """Advisory lock key held while migrating (any number: unique to sessiond)."""
 
 
-async def migrate(conn: Any) -> int:
-    """Apply the migrations this database has not seen; returns the schema version."""
+async def migrate(conn: Any, schema: str | None = None) -> int:
+    """Apply the migrations this database (or `schema` in it) has not seen; returns the
+    schema version. The schema is made under the same lock: processes opening a fresh one
+    together used to collide on making it."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        if schema is not None:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         current = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
         for number, script in enumerate(MIGRATIONS[current:], start=current + 1):

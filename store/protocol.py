@@ -328,3 +328,7 @@ class Store(Protocol):
     async def release_lease(self, lease: Lease) -> None:
         """Let the lease go at once (a no-op if it was lost); its token stays spent."""
         ...
+
+    async def held_leases(self, names: Sequence[str]) -> set[str]:
+        """Which of `names` somebody holds now (unexpired, by the store's clock)."""
+        ...

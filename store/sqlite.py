@@ -25,7 +25,7 @@ import aiosqlite
 import anyio
 import msgspec
 
-from sessiond.store.clock import later, new_id
+from sessiond.store.clock import later, new_id, now_ts
 from sessiond.store.errors import (
     ConflictError,
     InvalidInputError,
@@ -703,6 +703,17 @@ class SQLiteStore(SQLiteWriter):
             )
 
         await self._submit(apply)
+
+    async def held_leases(self, names: Sequence[str]) -> set[str]:
+        """Which of the leases are unexpired now."""
+        if not names:
+            return set()
+        marks = ", ".join("?" * len(names))
+        rows = await self._fetchall(
+            f"SELECT name FROM leases WHERE expires_at > ? AND name IN ({marks})",
+            (now_ts(), *names),
+        )
+        return {row[0] for row in rows}
 
     def watched_streams(self) -> int:
         """How many streams have live watchers (for leak checks)."""

@@ -309,3 +309,16 @@ def test_two_readers_of_the_engines_log_cache_do_not_double_it(
     assert on_server(server, both()) == [True, True]
     cached = engine._logs.get(session_id)  # noqa: SLF001
     assert [e.content[0].text for e in cached.events] == ["one", "two", "three"]
+
+
+def test_waking_a_deleted_session_leaves_the_supervisor_running(
+    sdk: anthropic.Anthropic, server: RunningServer, script: Script
+) -> None:
+    """A wake for a session deleted meanwhile (a late notification, a sweep racing a
+    delete) raised out of its drive and took down the task group every drive runs in."""
+    supervisor = server.app.state.services.supervisor
+    on_server(server, supervisor.wake("sesn_deleted_meanwhile"))
+    session_id = new_session(sdk, "claude-sonnet-5-5")
+    script.push(Reply(text="still here"))
+    events = collect_until_idle(sdk, session_id, [user_message("anyone?")])
+    assert [e.content[0].text for e in events if e.type == "agent.message"] == ["still here"]

@@ -131,3 +131,54 @@ async def test_a_second_process_writing_is_seen_at_once(database: tuple[str, str
     finally:
         await first.close()
         await second.close()
+
+
+async def test_stores_opening_a_fresh_schema_together_all_open(
+    database: tuple[str, str],
+) -> None:
+    """Processes starting together on a new schema collided making it (the schema is now
+    made under the migration lock)."""
+    dsn, schema = database
+    stores = [PostgresStore(dsn, schema=schema) for _ in range(6)]
+    try:
+        async with anyio.create_task_group() as tg:
+            for store in stores:
+                tg.start_soon(store.open)
+        await stores[0].create_stream(_record("s"))
+        assert await stores[5].last_seq("s") == 0
+    finally:
+        for store in stores:
+            await store.close()
+
+
+def test_a_schema_name_that_is_not_plain_is_refused() -> None:
+    from sessiond.store.errors import InvalidInputError
+
+    for bad in ("Upper", 'x"; drop table events; --', "1st"):
+        with pytest.raises(InvalidInputError):
+            PostgresStore("postgresql://nowhere/db", schema=bad)
+
+
+async def test_a_writer_stuck_in_its_transaction_does_not_stop_the_others(
+    database: tuple[str, str],
+) -> None:
+    """A process paused in the middle of a write transaction holds the cluster's write
+    lock; the server ends such a transaction after a few seconds, so other processes'
+    writes go on instead of waiting on it (for hours, if its host is gone)."""
+    dsn, schema = database
+    paused, other = PostgresStore(dsn, schema=schema), PostgresStore(dsn, schema=schema)
+    await paused.open()
+    await other.open()
+    try:
+        await other.create_stream(_record("s"))
+        # What a paused writer leaves: its transaction open, the write lock taken.
+        stuck = paused._writer_conn  # noqa: SLF001 - the connection under test
+        await stuck.execute("BEGIN")
+        await stuck.execute("SELECT pg_advisory_xact_lock($1)", paused._write_lock)  # noqa: SLF001
+        with anyio.fail_after(20):
+            result = await other.append("s", [NewEvent(type="x", data=b"{}")], expected_seq=0)
+        assert result.last_seq == 1
+    finally:
+        await other.close()
+        with anyio.move_on_after(5):
+            await paused.close()
