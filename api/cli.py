@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -140,14 +141,19 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_eval_command(args)
     if args.command == "worker":
-        # The engine alone: nothing of the HTTP layer is imported on this path.
+        # The engine alone: nothing of the HTTP layer is imported on this path. The
+        # eval layer's model source serves the cassette re-runs this worker may drive.
+        from sessiond.evals.cassette import CassetteModels
         from sessiond.runtime.settings import Settings
         from sessiond.runtime.worker import run_worker
 
         settings = Settings.from_env()
         if args.concurrency is not None:
             settings.drives = args.concurrency
-        anyio.run(run_worker, settings, backend_options=_loop_options())
+        anyio.run(
+            functools.partial(run_worker, settings, model_source=CassetteModels),
+            backend_options=_loop_options(),
+        )
         return 0
     config = Config.from_env()
     if args.command == "migrate":

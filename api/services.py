@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sessiond.api.config import Config
+from sessiond.evals.cassette import CassetteModels
 from sessiond.evals.service import EvalService
 from sessiond.runtime.node import Node
 from sessiond.store.protocol import Store
@@ -12,7 +13,12 @@ class Services(Node):
     """The runtime's services and the eval service, for the app's lifetime."""
 
     def __init__(self, store: Store, config: Config) -> None:
-        super().__init__(store, config, admin_api_key=config.admin_api_key)
+        super().__init__(
+            store,
+            config,
+            admin_api_key=config.admin_api_key,
+            model_source=CassetteModels,
+        )
         self.evals = EvalService(
             store,
             self.sessions,

@@ -16,12 +16,12 @@ from typing import Any
 import anyio
 import msgspec
 
+from sessiond.evals.cassette import MISS_PREFIX
 from sessiond.evals.plan import AnswerBook, CasePlan
 from sessiond.evals.results import CaseResult, CaseStatus, ScoreResult
 from sessiond.evals.scorers import ScoreContext, decode_scorers, score_all
 from sessiond.evals.transcript import build_transcript
 from sessiond.runtime import events as ev
-from sessiond.runtime.cassette import MISS_PREFIX
 from sessiond.runtime.params import SendEvents
 from sessiond.runtime.pricing import cost_usd
 from sessiond.runtime.sessions import KIND, CreateSession, SessionService, session_doc

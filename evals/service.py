@@ -73,7 +73,7 @@ class StartEval(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     repeats: int | None = None
     concurrency: int = 4
     cassette: bool = False
-    """Re-runs only: serve model responses from the recording (see runtime/cassette.py)."""
+    """Re-runs only: serve model responses from the recording (see evals/cassette.py)."""
     environment_id: str | None = None
     scorers: list[dict[str, Any]] = []
     """Applied to every case, after the case's own."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -23,7 +22,6 @@ import msgspec
 
 from sessiond.runtime import events as ev
 from sessiond.runtime.agent_tools import AgentTools, agent_tools
-from sessiond.runtime.cassette import Cassette
 from sessiond.runtime.content import AgentContent, TextBlock
 from sessiond.runtime.context import build_request
 from sessiond.runtime.deltas import DeltaHub, Preview
@@ -37,11 +35,10 @@ from sessiond.runtime.error_objects import (
     ToolUseLimitReachedErrorObject,
     UnknownErrorObject,
 )
+from sessiond.runtime.executor import Executors
 from sessiond.runtime.pricing import cost_micro_usd, price_of
 from sessiond.runtime.providers import base as pb
 from sessiond.runtime.sessions import KIND, SessionDoc, project_session, session_doc
-from sessiond.runtime.tools.toolset import ToolLimits, run_tool
-from sessiond.runtime.tools.workdirs import Workdirs
 from sessiond.runtime.turns import (
     MAX_MODEL_REQUESTS_PER_TURN,
     AwaitAction,
@@ -55,7 +52,7 @@ from sessiond.runtime.turns import (
 from sessiond.runtime.usage import BudgetLimit, MonetaryAmount, SessionUsageSnapshot, SpanModelUsage
 from sessiond.runtime.wire import decode_stored, encode_body, encode_preview
 from sessiond.store.clock import new_id
-from sessiond.store.errors import AppError, ConflictError
+from sessiond.store.errors import AppError, ConflictError, InvalidInputError, UnavailableError
 from sessiond.store.protocol import EventQuery, Fence, NewEvent, Store
 
 log = logging.getLogger("sessiond.engine")
@@ -82,6 +79,44 @@ class Models(Protocol):
     ) -> pb.ModelResponse:
         """Complete one request; raises the last AppError when every attempt failed."""
         ...
+
+
+class ModelSource(Protocol):
+    """Which `Models` answer a session's requests: the providers, or (for an eval's
+    cassette re-run, `SessionDoc.cassette_of`) a recording (evals/cassette.py)."""
+
+    async def models_for(self, doc: SessionDoc) -> Models:
+        """The models for this session's next drive."""
+        ...
+
+
+class LiveModels:
+    """The providers for every session; a cassette re-run gets a model that refuses (the
+    eval layer brings the cassette: without it, a re-run must never reach a paid model)."""
+
+    def __init__(self, models: Models) -> None:
+        self._models = models
+
+    async def models_for(self, doc: SessionDoc) -> Models:
+        if doc.cassette_of is not None:
+            return _NoCassette()
+        return self._models
+
+
+class _NoCassette:
+    async def complete(
+        self,
+        request: pb.ModelRequest,
+        *,
+        on_delta: DeltaCallback | None,
+        on_attempt_failed: FailureCallback | None,
+        on_fallback: FallbackCallback | None,
+    ) -> pb.ModelResponse:
+        raise InvalidInputError(
+            "this session replays a recording, and this process has no cassette source "
+            "(evals): no model was called",
+            code="cassette_unavailable",
+        )
 
 
 def _error_object(error: AppError, retrying: bool):  # type: ignore[no-untyped-def]
@@ -153,19 +188,17 @@ class Engine:
     def __init__(
         self,
         store: Store,
-        models: Models,
+        models: ModelSource,
         deltas: DeltaHub,
-        workdirs: Workdirs,
+        executors: Executors,
         *,
         max_model_requests: int = MAX_MODEL_REQUESTS_PER_TURN,
-        tool_limits: ToolLimits | None = None,
     ) -> None:
         self._store = store
         self._models = models
         self._deltas = deltas
-        self._workdirs = workdirs
+        self._executors = executors
         self._max_model_requests = max_model_requests
-        self._tool_limits = tool_limits or ToolLimits()
         self._logs = _LogCache()
         self._fences: dict[str, Fence] = {}
 
@@ -182,8 +215,10 @@ class Engine:
         """Append server events for the session under its fence, if it has one."""
         await self._append(session_id, events)
 
-    def _plan(self, events: Sequence[ev.EventBase], tools: AgentTools) -> Step:
-        return plan(events, tools=tools, max_model_requests=self._max_model_requests)
+    def _plan(
+        self, events: Sequence[ev.EventBase], tools: AgentTools, *, remote: bool = False
+    ) -> Step:
+        return plan(events, tools=tools, max_model_requests=self._max_model_requests, remote=remote)
 
     async def _append(
         self, session_id: str, events: Sequence[ev.EventBase], *, planned_at: int | None = None
@@ -237,37 +272,24 @@ class Engine:
 
     async def drive(self, session_id: str) -> None:
         """Run steps until the session rests or waits on its client."""
-        doc = session_doc(await self._store.get_record(KIND, session_id))
+        record = await self._store.get_record(KIND, session_id)
+        doc = session_doc(record)
         if doc.inert:
             return  # an imported recording: nothing runs until its owner sends to it
         tools = agent_tools(bytes(doc.agent))
-        models = self._models
-        if doc.cassette_of is not None:
-            models = await self._cassette(doc.cassette_of)
+        models = await self._models.models_for(doc)
+        executor = self._executors.for_session(self_hosted=doc.self_hosted)
+        remote = executor.remote
         self._logs.get(session_id).current = False  # input may have come since: read it
         for _ in range(MAX_STEPS_PER_DRIVE):
             events = await self._current(session_id)
             planned_at = self._logs.get(session_id).last_seq
-            step = self._plan(events, tools)
+            step = self._plan(events, tools, remote=remote)
             if isinstance(step, CallModel):
                 await self._call_model(session_id, doc, tools, events, models, [])
             elif isinstance(step, RunTools):
-                for i, call in enumerate(step.calls):
-                    outcome = await run_tool(
-                        call.name, dict(call.input), self._workdir(session_id), self._tool_limits
-                    )
-                    result = ev.AgentToolResult(
-                        tool_use_id=call.id,
-                        content=[TextBlock(text=outcome.text)],
-                        is_error=outcome.is_error,
-                    )
-                    last = i == len(step.calls) - 1
-                    if last and isinstance(self._plan([*events, result], tools), CallModel):
-                        # The last result and the model call it leads to: one commit.
-                        await self._call_model(session_id, doc, tools, events, models, [result])
-                    else:
-                        await self._append(session_id, [result])
-                        events = await self._current(session_id)
+                if not await self._run_tools(session_id, doc, tools, events, models, step):
+                    return
             elif isinstance(step, DenyTools):
                 results = [
                     ev.AgentToolResult(
@@ -285,6 +307,8 @@ class Engine:
                 ]
                 await self._append(session_id, results)
             elif isinstance(step, AwaitAction):
+                if remote:
+                    await executor.hand_over(session_id, doc.environment_id, record.workspace_id)
                 if not step.already_announced:
                     idle = ev.SessionStatusIdle(
                         stop_reason=ev.RequiresAction(event_ids=step.event_ids)
@@ -325,19 +349,13 @@ class Engine:
         if doc.inert:
             return False
         self._logs.get(session_id).current = False
-        step = self._plan(await self._current(session_id), agent_tools(bytes(doc.agent)))
+        remote = self._executors.for_session(self_hosted=doc.self_hosted).remote
+        step = self._plan(
+            await self._current(session_id), agent_tools(bytes(doc.agent)), remote=remote
+        )
         if isinstance(step, AwaitAction):
             return not step.already_announced
         return isinstance(step, CallModel | RunTools | DenyTools | EndTurn)
-
-    async def _cassette(self, source_session_id: str) -> Cassette:
-        """Responses recorded in another session's log (an empty cassette if it is gone)."""
-        try:
-            source = session_doc(await self._store.get_record(KIND, source_session_id))
-            events = await self._log(source_session_id)
-        except AppError:
-            return Cassette(source_session_id, agent_tools(b"{}"), [])
-        return Cassette(source_session_id, agent_tools(bytes(source.agent)), events)
 
     async def close_interrupted(self, session_id: str) -> None:
         """After an interrupt: end a model request left open, and go idle."""
@@ -504,8 +522,46 @@ class Engine:
                 return
         await self._append(session_id, out)
 
-    def _workdir(self, session_id: str) -> Path:
-        return self._workdirs.path(session_id)
+    async def _run_tools(
+        self,
+        session_id: str,
+        doc: SessionDoc,
+        tools: AgentTools,
+        events: list[ev.EventBase],
+        models: Models,
+        step: RunTools,
+    ) -> bool:
+        """Run the step's calls in the session's executor, appending each result (the last
+        one in one commit with the model request it leads to). False when the session's
+        tools cannot run at all: the turn was ended with the reason."""
+        executor = self._executors.for_session(self_hosted=doc.self_hosted)
+
+        async def report(progress: Sequence[ev.EventBase]) -> None:
+            await self._append(session_id, progress)
+
+        for i, call in enumerate(step.calls):
+            try:
+                outcome = await executor.run(
+                    session_id, doc.environment_id, call.name, dict(call.input), report
+                )
+            except UnavailableError as exc:
+                error = UnknownErrorObject(message=exc.message, retry_status=RetryStatusExhausted())
+                idle = ev.SessionStatusIdle(stop_reason=ev.RetriesExhausted())
+                await self._append(session_id, [ev.SessionError(error=error), idle])
+                return False
+            result = ev.AgentToolResult(
+                tool_use_id=call.id,
+                content=[TextBlock(text=outcome.text)],
+                is_error=outcome.is_error,
+            )
+            last = i == len(step.calls) - 1
+            if last and isinstance(self._plan([*events, result], tools), CallModel):
+                # The last result and the model call it leads to: one commit.
+                await self._call_model(session_id, doc, tools, events, models, [result])
+            else:
+                await self._append(session_id, [result])
+                events = await self._current(session_id)
+        return True
 
 
 def _status(events: Sequence[ev.EventBase]) -> str:

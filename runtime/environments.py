@@ -216,6 +216,11 @@ class EnvironmentService:
         )
         return environment
 
+    async def get(self, environment_id: str) -> Environment:
+        """One environment by id, whatever its workspace (the engine's read for a session
+        already checked to be in it). Raises NotFoundError."""
+        return _decode((await self._store.get_record(KIND, environment_id)).data)
+
     async def retrieve(self, workspace_id: str, environment_id: str) -> Environment:
         """One environment."""
         return _decode((await self._record(workspace_id, environment_id)).data)

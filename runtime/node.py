@@ -6,16 +6,23 @@ worker` runs this alone, with no HTTP layer imported.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any, Self
 
 from sessiond.runtime.agents import AgentService
 from sessiond.runtime.deltas import DeltaHub
-from sessiond.runtime.engine import Engine
+from sessiond.runtime.engine import Engine, LiveModels, Models, ModelSource
 from sessiond.runtime.environments import EnvironmentService
+from sessiond.runtime.executor import SessionExecutors
 from sessiond.runtime.providers.resilience import ModelClient
 from sessiond.runtime.providers.routing import Router
+from sessiond.runtime.sandbox.bwrap import Assets, detect, isolation_warning
+from sessiond.runtime.sandbox.local import LocalExecutor
+from sessiond.runtime.sandbox.network import EgressProxies
+from sessiond.runtime.sandbox.packages import PackageLayers, python_version_of
 from sessiond.runtime.sessions import SessionService
 from sessiond.runtime.settings import Settings
 from sessiond.runtime.supervisor import Supervisor
@@ -25,6 +32,8 @@ from sessiond.store.backends import open_store
 from sessiond.store.clock import new_id
 from sessiond.store.protocol import Store
 
+log = logging.getLogger("sessiond")
+
 
 def process_name() -> str:
     """Who this process is, as a lease holder: host, pid and a random part (a restarted
@@ -32,12 +41,24 @@ def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id('proc')[-8:]}"
 
 
+def live_models(store: Store, models: Models) -> ModelSource:
+    """The providers for every session (no cassettes: see `LiveModels`)."""
+    return LiveModels(models)
+
+
 class Node:
     """The store and the runtime services over it, for one process's lifetime."""
 
     def __init__(
-        self, store: Store, settings: Settings, *, admin_api_key: str | None = None
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        admin_api_key: str | None = None,
+        model_source: Callable[[Store, Models], ModelSource] | None = None,
     ) -> None:
+        """`model_source(store, providers)` is what the engine asks for a session's
+        models (the eval layer passes one that serves cassette re-runs)."""
         self.store = store
         self.settings = settings
         self.deltas = DeltaHub(store if settings.distributed else None)
@@ -47,13 +68,33 @@ class Node:
         self.router = Router(settings.providers)
         self.models = ModelClient(self.router, settings.retry)
         self.workdirs = Workdirs(settings.resolved_workdir_root())
+        self.sandbox = detect(mode=settings.sandbox, uid_base=settings.sandbox_uid_base)
+        self.isolation_warning = isolation_warning(self.sandbox)
+        if self.isolation_warning:
+            log.warning("%s", self.isolation_warning)
+        shared = self.workdirs.root / ".sandbox"
+        assets = Assets(shared / "etc")
+        assets.write()
+        self.package_layers = PackageLayers(
+            shared / "packages", python_version=python_version_of(self.sandbox.python)
+        )
+        self.egress = EgressProxies(settings.egress_allow_private)
+        local = LocalExecutor(
+            self.environments,
+            self.workdirs,
+            self.sandbox,
+            layers=self.package_layers,
+            proxies=self.egress,
+            assets=assets,
+            limits=settings.tool_limits,
+        )
+        self.executors = SessionExecutors(local, local)
         self.engine = Engine(
             store,
-            self.models,
+            (model_source or live_models)(store, self.models),
             self.deltas,
-            self.workdirs,
+            self.executors,
             max_model_requests=settings.limits.max_model_requests_per_turn,
-            tool_limits=settings.tool_limits,
         )
         self.supervisor = Supervisor(
             store,
@@ -87,6 +128,7 @@ class Node:
         return node
 
     async def close(self) -> None:
-        """Close providers, flush and close the store."""
+        """Close providers and egress proxies, flush and close the store."""
+        await self.egress.close()
         await self.router.close()
         await self.store.close()

@@ -352,7 +352,7 @@ class SessionService:
 
         Two keywords serve evals and are not on the wire: `cassette_of` makes the engine
         answer this session's model requests from that recorded session's log (see
-        `runtime/cassette.py`); `snapshot` pins that exact agent snapshot (JSON) instead of
+        `evals/cassette.py`); `snapshot` pins that exact agent snapshot (JSON) instead of
         resolving `params.agent`, to re-run a recording against the config it ran with.
         """
         if params.vault_ids:

@@ -44,6 +44,16 @@ class Settings(msgspec.Struct, kw_only=True):
     third of it): how long a session waits after its worker dies."""
     drives: int = 256
     """Sessions this process drives at once (`sessiond worker --concurrency`)."""
+    sandbox: str = "auto"
+    """`auto`: tools of cloud environments run under bubblewrap when it works here, on the
+    host otherwise (warned at start); `bwrap`: refuse to start without it; `off`: never
+    (`SESSIOND_SANDBOX`)."""
+    sandbox_uid_base: int = 2_000_000_000
+    """Run as root, each session's commands get uid `base + hash(session id) % 10^8`."""
+    egress_allow_private: tuple[str, ...] = ()
+    """Internal destinations (`IP`, `IP:port`, CIDR) the egress proxy may open for
+    sandboxes, which it otherwise refuses like every loopback and private address
+    (`SESSIOND_EGRESS_ALLOW_PRIVATE`, comma-separated)."""
 
     @property
     def distributed(self) -> bool:
@@ -90,6 +100,10 @@ def settings_from_env() -> dict[str, Any]:
         }
     )
     modules = os.environ.get("SESSIOND_PYTHON_SCORER_MODULES", "")
+    private = os.environ.get("SESSIOND_EGRESS_ALLOW_PRIVATE", "")
+    sandbox = os.environ.get("SESSIOND_SANDBOX", "auto").strip().lower() or "auto"
+    if sandbox not in ("auto", "bwrap", "off"):
+        raise ValueError(f"SESSIOND_SANDBOX: expected auto, bwrap or off, got {sandbox!r}")
     return {
         "database_url": url,
         "providers": configs_from_env(),
@@ -99,6 +113,8 @@ def settings_from_env() -> dict[str, Any]:
         "python_scorer_modules": frozenset(m.strip() for m in modules.split(",") if m.strip()),
         "recovery_sweep_s": float_env("SESSIOND_SWEEP_S", 5.0),
         "lease_ttl_s": float_env("SESSIOND_LEASE_TTL_S", 15.0),
+        "sandbox": sandbox,
+        "egress_allow_private": tuple(p.strip() for p in private.split(",") if p.strip()),
     }
 
 

@@ -11,7 +11,8 @@ Rules, in order:
    whose policy asks runs only after a `user.tool_confirmation` allow (a deny is answered
    with an error result too).
 2. Tool calls still waiting on the client (asked-for confirmations, custom tools without
-   a result): go idle with `requires_action` listing them.
+   a result, and on a self-hosted environment every toolset call its worker runs): go
+   idle with `requires_action` listing them.
 3. New input since the last completed model request (a user message, a system message,
    a client's tool result or confirmation), or the last model response asked for tools
    that now all have results: call the model, unless this turn has made
@@ -99,11 +100,14 @@ def plan(
     *,
     tools: AgentTools | None = None,
     max_model_requests: int = MAX_MODEL_REQUESTS_PER_TURN,
+    remote: bool = False,
 ) -> Step:
     """The engine's next step for a session whose whole log is `events` (decoded).
 
     `tools` are the pinned agent's: the engine always passes them. Without them (tests of
-    the log rules alone) the log's `evaluated_permission` is taken at its word.
+    the log rules alone) the log's `evaluated_permission` is taken at its word. With
+    `remote` (a self-hosted environment), the client's worker runs the toolset calls that
+    may run: they wait for its `user.tool_result` like custom tools do.
     """
     status, idle = _status(events)
     if status == "terminated":
@@ -160,7 +164,7 @@ def plan(
             denied.append((call, "this tool is not allowed by the agent's permission policy"))
         elif confirmation is not None and confirmation.result == "deny":
             denied.append((call, confirmation.deny_message))
-        elif policy == "allow" or confirmation is not None:
+        elif (policy == "allow" or confirmation is not None) and not remote:
             runnable.append(call)
         else:
             waiting.append(call_id)

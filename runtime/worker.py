@@ -11,27 +11,32 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 
 import anyio
 
-from sessiond.runtime.node import Node
+from sessiond.runtime.engine import Models, ModelSource
+from sessiond.runtime.node import Node, live_models
 from sessiond.runtime.settings import Settings
 from sessiond.store.errors import InvalidInputError
+from sessiond.store.protocol import Store
 
 log = logging.getLogger("sessiond.worker")
 
 STOP_DEADLINE_S = 20.0
 
 
-async def run_worker(settings: Settings) -> None:
-    """Run the engine until told to stop."""
+async def run_worker(
+    settings: Settings, *, model_source: Callable[[Store, Models], ModelSource] | None = None
+) -> None:
+    """Run the engine until told to stop (`model_source`: see `Node`, given the store)."""
     if not settings.distributed:
         raise InvalidInputError(
             "workers share a PostgreSQL database (SESSIOND_DATABASE_URL=postgresql://…); "
             "on SQLite, `sessiond serve` runs the engine itself",
             code="worker_needs_postgres",
         )
-    node = await Node.open(settings)
+    node = await Node.open(settings, model_source=model_source or live_models)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(node.supervisor.run)

@@ -6,6 +6,7 @@ import; it holds no logic. `api/errors.py` owns the one mapping to HTTP.
     AppError
     ├── NotFoundError          the thing does not exist (or is not visible to this workspace)
     ├── ConflictError          the state moved on: seq mismatch, version mismatch, duplicate id
+    │   └── PreconditionFailedError  a request's stated precondition no longer holds (412)
     ├── InvalidInputError      the request itself is wrong; retrying it cannot help
     │   └── TooLargeError      the request body is over the configured limit
     ├── AuthenticationError    no credentials, or credentials we do not know
@@ -58,6 +59,12 @@ class ConflictError(AppError):
     """The state moved on under the caller: nothing was written."""
 
     default_code = "conflict"
+
+
+class PreconditionFailedError(ConflictError):
+    """The request named a state (`expected_last_heartbeat`) that is not the current one."""
+
+    default_code = "precondition_failed"
 
 
 class InvalidInputError(AppError):

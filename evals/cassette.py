@@ -21,11 +21,15 @@ from typing import Any
 import msgspec
 
 from sessiond.runtime import events as ev
-from sessiond.runtime.agent_tools import AgentTools
+from sessiond.runtime.agent_tools import AgentTools, agent_tools
 from sessiond.runtime.content import TextBlock
 from sessiond.runtime.context import build_request
+from sessiond.runtime.engine import Models
 from sessiond.runtime.providers import base as pb
-from sessiond.store.errors import InvalidInputError
+from sessiond.runtime.sessions import KIND, SessionDoc, session_doc
+from sessiond.runtime.wire import decode_stored
+from sessiond.store.errors import AppError, InvalidInputError
+from sessiond.store.protocol import Store
 
 MISS_PREFIX = "cassette miss:"
 
@@ -178,3 +182,26 @@ def _common_messages(a: pb.ModelRequest, b: pb.ModelRequest) -> int:
             break
         count += 1
     return count
+
+
+class CassetteModels:
+    """The engine's model source (runtime/engine.py `ModelSource`) in a process that runs
+    evals: a cassette re-run gets its recording, every other session the providers."""
+
+    def __init__(self, store: Store, live: Models) -> None:
+        self._store = store
+        self._live = live
+
+    async def models_for(self, doc: SessionDoc) -> Models:
+        if doc.cassette_of is None:
+            return self._live
+        return await self._cassette(doc.cassette_of)
+
+    async def _cassette(self, source_session_id: str) -> Cassette:
+        """Responses recorded in another session's log (an empty cassette if it is gone)."""
+        try:
+            source = session_doc(await self._store.get_record(KIND, source_session_id))
+            events = [decode_stored(s) for s in await self._store.read(source_session_id)]
+        except AppError:
+            return Cassette(source_session_id, agent_tools(b"{}"), [])
+        return Cassette(source_session_id, agent_tools(bytes(source.agent)), events)
