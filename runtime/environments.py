@@ -6,6 +6,7 @@ Timestamps are plain strings on this object in the SDK; ours are canonical RFC 3
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import msgspec
@@ -139,6 +140,35 @@ class EnvironmentDeleted(msgspec.Struct, kw_only=True):
     type: Literal["environment_deleted"] = "environment_deleted"
 
 
+_REQUIREMENT = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"  # name
+    r"(?:\[[A-Za-z0-9._-]+(?:,[A-Za-z0-9._-]+)*\])?"  # extras
+    r"(?:\s*(?:===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+"  # version specifiers
+    r"(?:\s*,\s*(?:===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+)*)?$"
+)
+_NPM_PACKAGE = re.compile(
+    r"^(?:@[a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*(?:@[A-Za-z0-9.^~<>=*|+ -]+)?$"
+)
+
+
+def _check_package_entries(packages: Packages) -> None:
+    """Entries are requirements (a name, extras, version specifiers), never URLs, paths or
+    options: the server's installer fetches them from the operator's indexes."""
+    for entry in packages.pip:
+        if not _REQUIREMENT.match(entry.strip()):
+            raise InvalidInputError(
+                f"config.packages.pip: {entry!r} is not a requirement (a name with optional "
+                "extras and version specifiers; no URLs, paths or options)",
+                code="invalid_config",
+            )
+    for entry in packages.npm:
+        if not _NPM_PACKAGE.match(entry.strip()):
+            raise InvalidInputError(
+                f"config.packages.npm: {entry!r} is not a package name with an optional version",
+                code="invalid_config",
+            )
+
+
 _decode = msgspec.json.Decoder(Environment).decode
 _encode = msgspec.json.Encoder().encode
 _MANAGERS = ("apt", "cargo", "gem", "go", "npm", "pip")
@@ -178,6 +208,7 @@ def resolve_config(params: ConfigParams | None, current: Config | None = None) -
             raise InvalidInputError(
                 "config: packages need networking.allow_package_managers under limited networking"
             )
+    _check_package_entries(packages)
     return CloudConfig(networking=networking, packages=packages)
 
 

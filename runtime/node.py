@@ -111,6 +111,7 @@ class Node:
             self.workdirs,
             on_input=self.supervisor.notify if settings.run_engine else None,
             limits=settings.limits,
+            sandboxed=self.sandbox.available,
         )
 
     @classmethod

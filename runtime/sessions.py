@@ -29,6 +29,7 @@ from sessiond.runtime.limits import Limits, Title
 from sessiond.runtime.log_check import check_log
 from sessiond.runtime.ownership import owned_record
 from sessiond.runtime.params import SendEvents, validate_initial_events, validate_send
+from sessiond.runtime.sandbox.packages import check_packages
 from sessiond.runtime.tools.workdirs import Workdirs
 from sessiond.runtime.transfer import SessionExport
 from sessiond.runtime.usage import BudgetLimit, check_budget
@@ -272,17 +273,29 @@ def _rewrite_ids(data: bytes, new_ids: dict[str, str]) -> bytes:
     return _JSON_ID.sub(swap, data)
 
 
-def refuse_unenforced(environment: Environment, agent: SessionAgent | None) -> None:
-    """Refuse a session whose environment or agent asks for what this server does not do
-    yet: a setting that is stored but has no effect (a `limited` network that tools could
-    leave, packages never installed, MCP servers never connected) is worse than none."""
+def refuse_unenforced(
+    environment: Environment, agent: SessionAgent | None, *, sandboxed: bool = True
+) -> None:
+    """Refuse a session whose environment or agent asks for what this server does not do:
+    a setting that is stored but has no effect (a `limited` network that tools could
+    leave, packages never installed, MCP servers never connected) is worse than none.
+    `sandboxed`: whether this server runs tools in bubblewrap (runtime/sandbox/), which
+    limited networking and packages need."""
     unenforced: list[str] = []
     config = environment.config
     if isinstance(config, CloudConfig):
-        if isinstance(config.networking, Limited):
-            unenforced.append("the environment's `limited` networking (tools could reach any host)")
+        if isinstance(config.networking, Limited) and not sandboxed:
+            unenforced.append(
+                "the environment's `limited` networking without the tool sandbox "
+                "(bubblewrap is not available here)"
+            )
         if any(getattr(config.packages, manager) for manager in _PACKAGE_MANAGERS):
-            unenforced.append("the environment's `packages` (nothing would be installed)")
+            if not sandboxed:
+                unenforced.append(
+                    "the environment's `packages` without the tool sandbox (bubblewrap is "
+                    "not available here)"
+                )
+            check_packages(config.packages)
     if agent is not None:
         if agent.mcp_servers or any(isinstance(t, MCPToolset) for t in agent.tools):
             unenforced.append("the agent's MCP servers (none would be connected)")
@@ -292,7 +305,7 @@ def refuse_unenforced(environment: Environment, agent: SessionAgent | None) -> N
             unenforced.append("the agent's `multiagent` config (no other agent would run)")
     if unenforced:
         raise InvalidInputError(
-            "this server does not enforce " + "; ".join(unenforced) + " yet, so it refuses "
+            "this server does not enforce " + "; ".join(unenforced) + ", so it refuses "
             "to run a session that relies on it",
             code="unenforced_config",
         )
@@ -328,8 +341,10 @@ class SessionService:
         on_input: InputListener | None = None,
         *,
         limits: Limits | None = None,
+        sandboxed: bool = True,
     ) -> None:
         self._store = store
+        self._sandboxed = sandboxed
         self._agents = agents
         self._environments = environments
         self._workdirs = workdirs
@@ -371,7 +386,7 @@ class SessionService:
             agent = await self._agents.resolve_for_session(workspace_id, params.agent)
         else:
             agent = _decode_snapshot(snapshot)
-        refuse_unenforced(environment, agent)
+        refuse_unenforced(environment, agent, sandboxed=self._sandboxed)
         agent_raw = msgspec.Raw(msgspec.json.encode(agent))
         pinned = msgspec.json.decode(agent_raw)
         now = now_ts()
@@ -432,7 +447,7 @@ class SessionService:
         if not isinstance(params.agent, msgspec.UnsetType):
             agent = await self._agents.resolve_for_session(workspace_id, params.agent)
             environment = await self._environments.retrieve(workspace_id, doc.environment_id)
-            refuse_unenforced(environment, agent)
+            refuse_unenforced(environment, agent, sandboxed=self._sandboxed)
             agent_raw = msgspec.Raw(msgspec.json.encode(agent))
         else:
             agent_raw = doc.agent
@@ -510,7 +525,7 @@ class SessionService:
                 "(name one with `agent`)",
                 code="import_agent_not_found",
             ) from exc
-        refuse_unenforced(environment, agent)
+        refuse_unenforced(environment, agent, sandboxed=self._sandboxed)
         decoded: list[ev.EventBase] = []
         for index, raw in enumerate(params.events):
             try:
@@ -584,7 +599,7 @@ class SessionService:
                 agent = _decode_snapshot(bytes(doc.agent))
             except msgspec.ValidationError:
                 agent = None  # a snapshot recorded elsewhere, in an older shape
-            refuse_unenforced(environment, agent)
+            refuse_unenforced(environment, agent, sandboxed=self._sandboxed)
         events = validate_send(params, self_hosted=doc.self_hosted)
         new_events = [NewEvent(type=e.type, data=encode_body(e)) for e in events]
         result = await self._store.append(
