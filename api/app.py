@@ -14,7 +14,7 @@ from starlette.routing import Route
 from sessiond.api.bodies import json_response
 from sessiond.api.config import Config
 from sessiond.api.errors import EXCEPTION_HANDLERS
-from sessiond.api.routes import agents, environments, evals, events, sessions, workspaces
+from sessiond.api.routes import agents, environments, evals, events, sessions, work, workspaces
 from sessiond.api.services import Services
 from sessiond.api.sse import REVOKED_TOPIC, StreamSlots
 
@@ -61,6 +61,7 @@ def create_app(config: Config) -> Starlette:
             Route("/health", health, methods=["GET"]),
             *workspaces.routes,
             *agents.routes,
+            *work.routes,
             *environments.routes,
             *sessions.routes,
             *events.routes,

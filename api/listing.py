@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -26,6 +26,7 @@ async def record_page(
     fetch: Callable[[RecordQuery], Awaitable[Sequence[Any]]],
     descending: bool = True,
     max_limit: int = 100,
+    tags: Mapping[str, frozenset[str]] | None = None,
 ) -> Response:
     """`limit`, `page`, `include_archived`, `created_at[...]`; newest first by default."""
     limit = query_int(request, "limit", default=20, maximum=max_limit) or 20
@@ -40,6 +41,7 @@ async def record_page(
     query = RecordQuery(
         kind=kind,
         workspace_id=workspace_id,
+        tags=tags or {},
         created_gt=bounds["gt"],
         created_gte=bounds["gte"],
         created_lt=bounds["lt"],

@@ -115,6 +115,10 @@ class SessionState(msgspec.Struct, frozen=True, kw_only=True):
     list_cost_micro_usd: int = 0
     """The exact list cost so far (millionths of a dollar): `usage.list_cost` is rounded
     up to cents, and a budget compares against this."""
+    open_tool_calls: list[str] = []
+    """Ids of the tool calls (`agent.tool_use`, `agent.custom_tool_use`) still awaiting a
+    result; an interrupt or a dead turn drops them. A client's result for anything else is
+    refused, so no call is ever answered twice (two self-hosted workers, a retried post)."""
 
 
 def fold(state: SessionState, event: ev.SessionEvent) -> SessionState:
@@ -148,8 +152,46 @@ _TAKES_UP_INPUT = (
 )
 
 
+def _open_calls(state: SessionState, event: ev.SessionEvent) -> list[str] | None:
+    """The open tool calls after `event`, or None when it leaves them as they are."""
+    if isinstance(event, ev.AgentToolUse | ev.AgentCustomToolUse):
+        return [*state.open_tool_calls, event.id]
+    answered: str | None = None
+    if isinstance(event, ev.AgentToolResult | ev.UserToolResult):
+        answered = event.tool_use_id
+    elif isinstance(event, ev.UserCustomToolResult):
+        answered = event.custom_tool_use_id
+    if answered is not None and answered in state.open_tool_calls:
+        return [c for c in state.open_tool_calls if c != answered]
+    dead_turn = isinstance(event, ev.SessionStatusIdle) and isinstance(
+        event.stop_reason, ev.RetriesExhausted | ev.BudgetReached
+    )
+    if (isinstance(event, ev.UserInterrupt) or dead_turn) and state.open_tool_calls:
+        return []
+    return None
+
+
+def awaits_result(state: SessionState, event: ev.SessionEvent) -> str | None:
+    """For a client's tool result: None when `state` awaits it, else why it is refused."""
+    if isinstance(event, ev.UserToolResult):
+        call_id = event.tool_use_id
+    elif isinstance(event, ev.UserCustomToolResult):
+        call_id = event.custom_tool_use_id
+    else:
+        return None
+    if call_id in state.open_tool_calls:
+        return None
+    return (
+        f"no tool call awaits this result: {call_id!r} is not a call of this session, or it "
+        "was already answered or interrupted"
+    )
+
+
 def _apply(state: SessionState, event: ev.SessionEvent, at: str | None) -> SessionState:
     replace = msgspec.structs.replace
+    calls = _open_calls(state, event)
+    if calls is not None:
+        state = replace(state, open_tool_calls=calls)
     if isinstance(event, ev.INPUT_EVENTS):
         state = replace(state, input_pending=True)
     elif isinstance(event, _TAKES_UP_INPUT) and state.input_pending:

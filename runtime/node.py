@@ -15,6 +15,7 @@ from typing import Any, Self
 from sessiond.runtime.agents import AgentService
 from sessiond.runtime.deltas import DeltaHub
 from sessiond.runtime.engine import Engine, LiveModels, Models, ModelSource
+from sessiond.runtime.environment_keys import EnvironmentKeys
 from sessiond.runtime.environments import EnvironmentService
 from sessiond.runtime.executor import SessionExecutors
 from sessiond.runtime.providers.resilience import ModelClient
@@ -27,6 +28,7 @@ from sessiond.runtime.sessions import SessionService
 from sessiond.runtime.settings import Settings
 from sessiond.runtime.supervisor import Supervisor
 from sessiond.runtime.tools.workdirs import Workdirs
+from sessiond.runtime.work import RemoteExecutor, WorkQueue
 from sessiond.runtime.workspaces import Workspaces
 from sessiond.store.backends import open_store
 from sessiond.store.clock import new_id
@@ -88,7 +90,9 @@ class Node:
             assets=assets,
             limits=settings.tool_limits,
         )
-        self.executors = SessionExecutors(local, local)
+        self.work = WorkQueue(store, self.environments, ttl_s=settings.work_lease_ttl_s)
+        self.environment_keys = EnvironmentKeys(store, self.environments)
+        self.executors = SessionExecutors(local, RemoteExecutor(self.work))
         self.engine = Engine(
             store,
             (model_source or live_models)(store, self.models),
@@ -112,6 +116,7 @@ class Node:
             on_input=self.supervisor.notify if settings.run_engine else None,
             limits=settings.limits,
             sandboxed=self.sandbox.available,
+            work=self.work,
         )
 
     @classmethod
@@ -130,6 +135,7 @@ class Node:
 
     async def close(self) -> None:
         """Close providers and egress proxies, flush and close the store."""
+        self.work.close()
         await self.egress.close()
         await self.router.close()
         await self.store.close()

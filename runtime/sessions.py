@@ -24,7 +24,7 @@ from sessiond.runtime.environments import (
     SelfHostedConfig,
 )
 from sessiond.runtime.faults import crash_point
-from sessiond.runtime.fold import OutcomeEvaluation, SessionState, fold_all
+from sessiond.runtime.fold import OutcomeEvaluation, SessionState, awaits_result, fold
 from sessiond.runtime.limits import Limits, Title
 from sessiond.runtime.log_check import check_log
 from sessiond.runtime.ownership import owned_record
@@ -34,6 +34,7 @@ from sessiond.runtime.tools.workdirs import Workdirs
 from sessiond.runtime.transfer import SessionExport
 from sessiond.runtime.usage import BudgetLimit, check_budget
 from sessiond.runtime.wire import decode_event, decode_stored, encode_body
+from sessiond.runtime.work import WorkQueue
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
 from sessiond.store.protocol import (
@@ -200,10 +201,17 @@ def _project(record: Record, stored: Sequence[StoredEvent], *, wakes: bool) -> R
     doc = _decode_doc(record.data)
     new_agent = doc.agent
     events = [decode_stored(s) for s in stored]
+    state = doc.state
     for event in events:
         if isinstance(event, ev.SessionUpdated) and event.agent is not msgspec.UNSET:
             new_agent = msgspec.Raw(msgspec.json.encode(event.agent))
-    state = fold_all(doc.state, events)
+        if wakes:
+            # Checked here, in the append's transaction: two workers posting the same
+            # result at once cannot both pass.
+            refusal = awaits_result(state, event)
+            if refusal is not None:
+                raise InvalidInputError(refusal, code="tool_result_not_awaited")
+        state = fold(state, event)
     doc = msgspec.structs.replace(doc, state=state, agent=new_agent, inert=doc.inert and not wakes)
     tags = {**record.tags, "status": state.status}
     return msgspec.structs.replace(
@@ -342,14 +350,21 @@ class SessionService:
         *,
         limits: Limits | None = None,
         sandboxed: bool = True,
+        work: WorkQueue | None = None,
     ) -> None:
         self._store = store
         self._sandboxed = sandboxed
+        self._work = work
         self._agents = agents
         self._environments = environments
         self._workdirs = workdirs
         self._on_input = on_input
         self._limits = limits or Limits()
+
+    @staticmethod
+    def environment_of(record: Record) -> str:
+        """The environment a session record runs on."""
+        return _decode_doc(record.data).environment_id
 
     async def get_record(self, workspace_id: str, session_id: str) -> Record:
         """The session's record; another workspace's session is simply not found."""
@@ -416,6 +431,10 @@ class SessionService:
         new_events = [NewEvent(type=e.type, data=encode_body(e)) for e in initial]
         result = await self._store.create_stream(record, new_events, project=project_session)
         assert result.record is not None
+        if doc.self_hosted and self._work is not None:
+            # A self-hosted session needs a runtime from the start (§2.7): its worker
+            # attaches now, before the first tool call waits for it.
+            await self._work.ensure_item(session_id, environment.id, workspace_id)
         if initial and self._on_input is not None:
             await self._on_input(session_id, initial)
         return to_session(result.record)
@@ -688,4 +707,6 @@ class SessionService:
         await self.get_record(workspace_id, session_id)
         await self._store.delete_stream(session_id)
         await self._workdirs.remove(session_id)
+        if self._work is not None:
+            await self._work.end_for_session(session_id)
         return SessionDeleted(id=session_id)

@@ -50,6 +50,9 @@ class Settings(msgspec.Struct, kw_only=True):
     (`SESSIOND_SANDBOX`)."""
     sandbox_uid_base: int = 2_000_000_000
     """Run as root, each session's commands get uid `base + hash(session id) % 10^8`."""
+    work_lease_ttl_s: int = 300
+    """A self-hosted worker's lease on a work item lasts this long unless it heartbeats
+    (`SESSIOND_WORK_LEASE_TTL_S`): how long a dead worker's session waits for another."""
     egress_allow_private: tuple[str, ...] = ()
     """Internal destinations (`IP`, `IP:port`, CIDR) the egress proxy may open for
     sandboxes, which it otherwise refuses like every loopback and private address
@@ -114,6 +117,7 @@ def settings_from_env() -> dict[str, Any]:
         "recovery_sweep_s": float_env("SESSIOND_SWEEP_S", 5.0),
         "lease_ttl_s": float_env("SESSIOND_LEASE_TTL_S", 15.0),
         "sandbox": sandbox,
+        "work_lease_ttl_s": int_env("SESSIOND_WORK_LEASE_TTL_S", 300),
         "egress_allow_private": tuple(p.strip() for p in private.split(",") if p.strip()),
     }
 

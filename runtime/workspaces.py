@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -77,11 +77,18 @@ class CreateApiKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """Who is calling: the workspace they act in, and whether they hold the admin key."""
+    """Who is calling: the workspace they act in, whether they hold the admin key, and for
+    a self-hosted environment's credentials what they are limited to (api/auth.py)."""
 
     workspace_id: str
     key_id: str
     is_admin: bool = False
+    scope: Literal["workspace", "environment", "session"] = "workspace"
+    """`environment`: an environment key (its work queue and its sessions); `session`: a
+    work item's sessions token (that session and that item)."""
+    environment_id: str | None = None
+    session_id: str | None = None
+    work_id: str | None = None
 
 
 def hash_key(secret: str) -> str:

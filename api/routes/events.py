@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sessiond.api.auth import workspace_id
+from sessiond.api.auth import principal, worker_may_send, workspace_id
 from sessiond.api.bodies import decode_body, raw_json_response
 from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
 from sessiond.api.query import query_choice, query_int, query_list, query_time_range
@@ -66,10 +67,26 @@ async def send_events(request: Request) -> Response:
     """Append client events (all or nothing) and echo them with ids and `processed_at`."""
     ws = await workspace_id(request)
     params = await decode_body(request, SendEvents)
+    worker_may_send(await principal(request), [_event_type(raw) for raw in params.events])
     result = await request.app.state.services.sessions.send(
         ws, request.path_params["session_id"], params
     )
     return raw_json_response(b'{"data":[' + b",".join(to_wire(s) for s in result.events) + b"]}")
+
+
+def _event_type(raw: msgspec.Raw) -> str:
+    """An event's `type` before it is decoded (the send decodes and checks the rest)."""
+    try:
+        probe = msgspec.json.decode(raw, type=_TypeProbe)
+    except msgspec.DecodeError:
+        return ""
+    except msgspec.ValidationError:
+        return ""
+    return probe.type
+
+
+class _TypeProbe(msgspec.Struct):
+    type: str = ""
 
 
 async def _resume_seq(request: Request, session_id: str) -> int | None:
