@@ -422,3 +422,33 @@ def test_the_sdks_tool_runner_serves_toolset_and_custom_calls(
     )
     assert again.status_code == 400 and "already answered" in again.text
     assert len(list(sdk.beta.sessions.events.list(session_id))) == len(log)
+
+
+def test_the_sdks_poller_drains_the_queue_acking_and_stopping_each_item(
+    sdk: anthropic.Anthropic, server: RunningServer
+) -> None:
+    """`client.beta.environments.work.poller` (drain mode, auto_stop): each item is acked
+    before the loop body gets it, and stopped when the body is done with it."""
+    import anyio
+
+    env_id, key = _environment(sdk, server)
+    sessions = {_session(sdk, env_id) for _ in range(3)}
+    seen: list[tuple[str, str]] = []
+
+    async def drain() -> None:
+        async with anthropic.AsyncAnthropic(
+            base_url=server.base_url, auth_token=key, max_retries=0
+        ) as client:
+            with anyio.fail_after(30):
+                async for item in client.beta.environments.work.poller(
+                    environment_id=env_id, environment_key=key, drain=True, block_ms=None
+                ):
+                    seen.append((item.data.id, item.state))
+
+    anyio.run(drain)
+    assert {s for s, _ in seen} == sessions and len(seen) == 3
+    items = list(sdk.beta.environments.work.list(env_id))
+    assert {w.state for w in items} == {"stopped"} and len(items) == 3
+    assert all(w.acknowledged_at and w.stopped_at for w in items)  # acked, then stopped
+    stats = sdk.beta.environments.work.stats(env_id)
+    assert stats.depth == 0 and stats.pending == 0 and stats.oldest_queued_at is None
