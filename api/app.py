@@ -16,7 +16,8 @@ from sessiond.api.config import Config
 from sessiond.api.errors import EXCEPTION_HANDLERS
 from sessiond.api.routes import agents, environments, evals, events, sessions, work, workspaces
 from sessiond.api.services import Services
-from sessiond.api.sse import REVOKED_TOPIC, StreamSlots
+from sessiond.api.sse import StreamSlots
+from sessiond.runtime.workspaces import REVOKED_TOPIC
 
 
 async def health(request: Request) -> Response:

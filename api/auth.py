@@ -117,14 +117,18 @@ async def _scoped(request: Request, secret: str) -> Principal | None:
         )
     if secret.startswith(_TOKEN_PREFIX):
         token = await services.work.token(secret)
-        if token is None:
+        if token is None or (
+            token.issued_by is not None
+            and await services.environment_keys.revoked(token.environment_id, token.issued_by)
+        ):
             raise AuthenticationError(
-                "invalid sessions token: its work item stopped or was delivered again",
+                "invalid sessions token: its work item stopped or was delivered again, or "
+                "the environment key that polled it was revoked",
                 code="invalid_sessions_token",
             )
         return Principal(
             workspace_id=token.workspace_id,
-            key_id=token.work_id,
+            key_id=token.id,
             scope="session",
             environment_id=token.environment_id,
             session_id=token.session_id,
@@ -137,11 +141,14 @@ async def _check_scope(request: Request, found: Principal) -> None:
     path, method = request.url.path, request.method
     work = _WORK_PATH.match(path)
     if work is not None and work.group("environment") == found.environment_id:
-        rest = work.group("rest") or ""
+        # §2.7: workers poll, ack, heartbeat, stop, list and read stats; reading or
+        # updating one item is for the workspace's API keys. A sessions token serves its
+        # one item.
+        item, _, action = (work.group("rest") or "").partition("/")
         if found.scope == "environment":
-            return
-        item, _, action = rest.partition("/")
-        if item == found.work_id and action in ("", "ack", "heartbeat", "stop"):
+            if item in ("", "poll", "stats") or action in ("ack", "heartbeat", "stop"):
+                return
+        elif item == found.work_id and action in ("ack", "heartbeat", "stop"):
             return
         raise _hidden(request)
     session = _SESSION_PATH.match(path)

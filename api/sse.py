@@ -217,7 +217,6 @@ async def tail(
         yield deleted_frame()
 
 
-REVOKED_TOPIC = "revoked"
 """The store bus topic a key's revocation is announced on, to every process."""
 
 

@@ -130,7 +130,15 @@ class EnvironmentKeys:
             return None
         return record.workspace_id, key
 
-    async def _record(self, workspace_id: str, environment_id: str, key_id: str) -> Record:
+    async def revoked(self, environment_id: str, key_id: str) -> bool:
+        """Whether the key is revoked (or gone)."""
+        try:
+            record = await self._record(None, environment_id, key_id)
+        except NotFoundError:
+            return True
+        return _decode(record.data).revoked_at is not None
+
+    async def _record(self, workspace_id: str | None, environment_id: str, key_id: str) -> Record:
         query = RecordQuery(
             kind=KIND,
             workspace_id=workspace_id,

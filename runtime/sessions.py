@@ -109,6 +109,10 @@ class SessionDoc(msgspec.Struct, kw_only=True):
     inert: bool = False
     """An imported recording: the engine runs nothing in it (whatever its log ends with)
     until its owner sends an event to it."""
+    checks_results: bool = False
+    """Its state's `open_tool_calls` has been kept from its first event, so a client's tool
+    result for anything else is refused. False on records written before that was kept:
+    their results are accepted as they were."""
 
 
 class Session(msgspec.Struct, kw_only=True):
@@ -205,7 +209,7 @@ def _project(record: Record, stored: Sequence[StoredEvent], *, wakes: bool) -> R
     for event in events:
         if isinstance(event, ev.SessionUpdated) and event.agent is not msgspec.UNSET:
             new_agent = msgspec.Raw(msgspec.json.encode(event.agent))
-        if wakes:
+        if wakes and doc.checks_results:
             # Checked here, in the append's transaction: two workers posting the same
             # result at once cannot both pass.
             refusal = awaits_result(state, event)
@@ -407,6 +411,7 @@ class SessionService:
         now = now_ts()
         session_id = new_id("sesn")
         doc = SessionDoc(
+            checks_results=True,
             id=session_id,
             agent=agent_raw,
             environment_id=environment.id,
@@ -481,6 +486,7 @@ class SessionService:
         ]
         snapshot = msgspec.json.decode(agent_raw)
         fork_doc = SessionDoc(
+            checks_results=True,
             id=fork_id,
             agent=agent_raw,
             environment_id=doc.environment_id,
@@ -562,6 +568,7 @@ class SessionService:
             for e in decoded
         ]
         doc = SessionDoc(
+            checks_results=True,
             id=session_id,
             agent=msgspec.Raw(msgspec.json.encode(agent)),
             environment_id=environment.id,

@@ -34,12 +34,14 @@ from sessiond.runtime.environments import KIND as ENVIRONMENT_KIND
 from sessiond.runtime.environments import EnvironmentService, SelfHostedConfig
 from sessiond.runtime.executor import Report
 from sessiond.runtime.tools.toolset import ToolOutcome
+from sessiond.runtime.workspaces import REVOKED_TOPIC
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     PreconditionFailedError,
+    UnavailableError,
 )
 from sessiond.store.protocol import Record, RecordQuery, Store
 
@@ -141,6 +143,10 @@ class SessionsToken(msgspec.Struct, kw_only=True):
     session_id: str
     environment_id: str
     workspace_id: str
+    issued_by: str | None = None
+    """The environment key whose poll got it (its revocation voids the token too)."""
+    id: str = ""
+    """A public name for the token (open streams end when the token is voided)."""
 
 
 _decode_doc = msgspec.json.Decoder(_Doc).decode
@@ -160,6 +166,11 @@ def _secret(token: str) -> str:
 
 def _lease_name(work_id: str) -> str:
     return f"work:{work_id}"
+
+
+def token_id(digest: str) -> str:
+    """The public name of the token with this hash (for revoking its open streams)."""
+    return f"sst:{digest[:24]}"
 
 
 class WorkQueue:
@@ -189,6 +200,12 @@ class WorkQueue:
             if lease is not None:
                 break
             await anyio.sleep(0.05)
+        if lease is None:
+            raise UnavailableError(
+                f"session {session_id}: its work item is being queued elsewhere; retry",
+                code="work_enqueue_busy",
+                retryable=True,
+            )
         try:
             live = await self._live_items(session_id)
             if live:
@@ -202,10 +219,10 @@ class WorkQueue:
                 metadata={},
                 created_at=now,
             )
-            await self._store.save_record(self._record(workspace_id, _Doc(work=work), now))
+            doc = _Doc(work=work, ttl_s=self._ttl_s)
+            await self._store.save_record(self._record(workspace_id, doc, now))
         finally:
-            if lease is not None:
-                await self._store.release_lease(lease)
+            await self._store.release_lease(lease)
         await self._store.publish(TOPIC, environment_id)
         log.info("queued work %s for session %s", work.id, session_id)
         return work
@@ -236,6 +253,7 @@ class WorkQueue:
         worker_id: str | None,
         block_ms: int | None,
         reclaim_older_than_ms: int | None,
+        issued_by: str | None = None,
     ) -> Work | None:
         """Deliver the oldest deliverable item (with its secret), or None once `block_ms`
         passed without one."""
@@ -252,7 +270,7 @@ class WorkQueue:
         deadline = time.monotonic() + (block_ms or 0) / 1000
         while True:
             arrival = self._arrivals.setdefault(environment_id, anyio.Event())
-            work = await self._claim(environment_id, worker_id, reclaim_ms / 1000)
+            work = await self._claim(environment_id, worker_id, reclaim_ms / 1000, issued_by)
             if work is not None:
                 return work
             left = deadline - time.monotonic()
@@ -309,7 +327,7 @@ class WorkQueue:
                     f"work {work_id} is not acknowledged yet", code="work_not_acknowledged"
                 )
             ttl = self._ttl(desired_ttl_seconds)
-            holder = doc.holder if stored is not None and doc.holder else new_id("hold")
+            holder = doc.holder or new_id("hold")  # set once per delivery, in _claim
             lease = await self._store.acquire_lease(_lease_name(work_id), holder, ttl)
             if lease is None:
                 raise PreconditionFailedError(
@@ -423,12 +441,19 @@ class WorkQueue:
         )
 
     async def token(self, token: str) -> SessionsToken | None:
-        """What a presented sessions token is for (None: not a live token)."""
+        """What a presented sessions token is for (None: not a live token). The item
+        itself must still name it: a token voided by a re-delivery or a stop stays void
+        even if a crash kept its record."""
+        digest = token_hash(token)
         try:
-            record = await self._store.get_record(TOKEN_KIND, token_hash(token))
+            record = await self._store.get_record(TOKEN_KIND, digest)
+            found = _decode_token(record.data)
+            item = _decode_doc((await self._store.get_record(KIND, found.work_id)).data)
         except NotFoundError:
             return None
-        return _decode_token(record.data)
+        if item.token_hash != digest or item.work.state == "stopped":
+            return None
+        return msgspec.structs.replace(found, id=token_id(digest))
 
     # -- private --------------------------------------------------------------------------
 
@@ -463,10 +488,14 @@ class WorkQueue:
 
     async def _saw_worker(self, environment_id: str, worker_id: str) -> None:
         """Note a polling worker (written at most every 10 s per worker and process)."""
-        key = (environment_id, worker_id)
+        key = (environment_id, worker_id[:256])
         now = time.time()
         if now - self._seen_workers.get(key, 0.0) < 10:
             return
+        if len(self._seen_workers) > 10_000:  # many worker ids: keep the recent ones
+            self._seen_workers = {
+                k: t for k, t in self._seen_workers.items() if now - t < WORKERS_WINDOW_S
+            }
         self._seen_workers[key] = now
         environment = await self._store.get_record(ENVIRONMENT_KIND, environment_id)
         record_id = hashlib.sha256(f"{environment_id}\x00{worker_id}".encode()).hexdigest()
@@ -499,62 +528,85 @@ class WorkQueue:
                 continue
 
     async def _claim(
-        self, environment_id: str, worker_id: str | None, reclaim_s: float
+        self, environment_id: str, worker_id: str | None, reclaim_s: float, issued_by: str | None
     ) -> Work | None:
-        query = RecordQuery(
-            kind=KIND,
-            workspace_id=None,
-            tags={"environment_id": frozenset({environment_id}), "state": LIVE},
-            limit=100,
-        )
-        records = await self._store.list_records(query)
-        now = time.time()
-        held = await self._store.held_leases([_lease_name(r.id) for r in records])
-        for record in records:
-            doc = _decode_doc(record.data)
-            if not self._deliverable(doc, now, reclaim_s, held):
-                continue
-            token = "sst_" + secrets.token_urlsafe(32)
-            work = msgspec.structs.replace(
-                doc.work,
-                state="queued",
-                acknowledged_at=None,
-                latest_heartbeat_at=None,
+        """Hand the oldest deliverable item to this poll: queued ones first, then those
+        whose lease lapsed (paged through, however many are held)."""
+        for states in (frozenset({"queued"}), frozenset({"starting", "active"})):
+            query = RecordQuery(
+                kind=KIND,
+                workspace_id=None,
+                tags={"environment_id": frozenset({environment_id}), "state": states},
+                limit=100,
             )
-            claimed = msgspec.structs.replace(
-                doc,
-                work=work,
-                polled_at=now,
-                polled_by=worker_id,
-                holder=None,
-                last_heartbeat=None,
-                token_hash=token_hash(token),
-            )
-            if not await self._save(record, claimed):
-                continue  # another poll took it
-            if doc.token_hash is not None:
-                await self._drop_token(doc.token_hash)
-            await self._store.save_record(
-                Record(
-                    kind=TOKEN_KIND,
-                    id=token_hash(token),
-                    workspace_id=record.workspace_id,
-                    data=_encode(
-                        SessionsToken(
-                            work_id=work.id,
-                            session_id=work.data.id,
-                            environment_id=environment_id,
-                            workspace_id=record.workspace_id,
-                        )
-                    ),
-                    created_at=now_ts(),
-                    updated_at=now_ts(),
-                )
-            )
-            if doc.work.state != "queued":
-                log.warning("work %s: its lease lapsed; delivered again", work.id)
-            return msgspec.structs.replace(work, secret=_secret(token))
+            while True:
+                records = await self._store.list_records(query)
+                now = time.time()
+                held = await self._store.held_leases([_lease_name(r.id) for r in records])
+                for record in records:
+                    doc = _decode_doc(record.data)
+                    if self._deliverable(doc, now, reclaim_s, held):
+                        work = await self._deliver(record, doc, worker_id, issued_by, now)
+                        if work is not None:
+                            return work
+                if len(records) < query.limit:
+                    break
+                last = records[-1]
+                query = msgspec.structs.replace(query, after=(last.created_at, last.id))
         return None
+
+    async def _deliver(
+        self,
+        record: Record,
+        doc: _Doc,
+        worker_id: str | None,
+        issued_by: str | None,
+        now: float,
+    ) -> Work | None:
+        """Claim one item for a poll (None when another poll took it first)."""
+        token = "sst_" + secrets.token_urlsafe(32)
+        digest = token_hash(token)
+        work = msgspec.structs.replace(
+            doc.work, state="queued", acknowledged_at=None, latest_heartbeat_at=None
+        )
+        claimed = msgspec.structs.replace(
+            doc,
+            work=work,
+            polled_at=now,
+            polled_by=worker_id[:256] if worker_id else None,
+            holder=new_id("hold"),
+            last_heartbeat=None,
+            ttl_s=self._ttl_s,
+            token_hash=digest,
+        )
+        # The item names its one valid token from this save on: the old one is void even
+        # if what follows never runs.
+        if not await self._save(record, claimed):
+            return None
+        stamp = now_ts()
+        await self._store.save_record(
+            Record(
+                kind=TOKEN_KIND,
+                id=digest,
+                workspace_id=record.workspace_id,
+                data=_encode(
+                    SessionsToken(
+                        work_id=work.id,
+                        session_id=work.data.id,
+                        environment_id=work.environment_id,
+                        workspace_id=record.workspace_id,
+                        issued_by=issued_by,
+                    )
+                ),
+                created_at=stamp,
+                updated_at=stamp,
+            )
+        )
+        if doc.token_hash is not None:
+            await self._drop_token(doc.token_hash)
+        if doc.work.state != "queued":
+            log.warning("work %s: its lease lapsed; delivered again", work.id)
+        return msgspec.structs.replace(work, secret=_secret(token))
 
     def _deliverable(self, doc: _Doc, now: float, reclaim_s: float, held: set[str]) -> bool:
         work = doc.work
@@ -568,10 +620,13 @@ class WorkQueue:
         return True  # its lease lapsed
 
     async def _drop_token(self, digest: str) -> None:
+        """Delete a voided token's record and end the streams it opened (the item's doc
+        no longer names it, which alone already refuses it)."""
         try:
             await self._store.delete_record(TOKEN_KIND, digest)
         except NotFoundError:
             pass
+        await self._store.publish(REVOKED_TOPIC, token_id(digest))
 
     async def _get(self, environment_id: str, work_id: str) -> tuple[Record, _Doc]:
         try:

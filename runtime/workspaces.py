@@ -76,6 +76,10 @@ class CreateApiKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)] | None = None
 
 
+REVOKED_TOPIC = "revoked"
+"""Notification topic: the id of a revoked credential (open streams with it end)."""
+
+
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
     """Who is calling: the workspace they act in, whether they hold the admin key, and for
     a self-hosted environment's credentials what they are limited to (api/auth.py)."""

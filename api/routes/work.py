@@ -12,10 +12,10 @@ from sessiond.api.auth import principal, require_workspace_key, workspace_id
 from sessiond.api.bodies import decode_body, json_response, raw_json_response
 from sessiond.api.listing import record_page
 from sessiond.api.query import query_int
-from sessiond.api.sse import REVOKED_TOPIC
 from sessiond.runtime.environment_keys import KIND as KEY_KIND
 from sessiond.runtime.environment_keys import CreateEnvironmentKey, EnvironmentKeys
 from sessiond.runtime.work import KIND, StopWork, UpdateWork, WorkQueue
+from sessiond.runtime.workspaces import REVOKED_TOPIC
 from sessiond.store.errors import InvalidInputError
 
 
@@ -28,9 +28,12 @@ def _keys(request: Request) -> EnvironmentKeys:
 
 
 async def _environment(request: Request) -> str:
-    """The path's environment, once the caller is known to be let in (api/auth.py)."""
-    await principal(request)
-    return str(request.path_params["environment_id"])
+    """The path's environment, once the caller is let in (api/auth.py) and the
+    environment is known to be the caller's workspace's (any other is not found)."""
+    found = await principal(request)
+    env_id = str(request.path_params["environment_id"])
+    await request.app.state.services.environments.retrieve(found.workspace_id, env_id)
+    return env_id
 
 
 async def poll_work(request: Request) -> Response:
@@ -40,11 +43,13 @@ async def poll_work(request: Request) -> Response:
     if block_ms is not None and block_ms > 999:
         raise InvalidInputError("block_ms: must be between 1 and 999", code="invalid_block_ms")
     reclaim = query_int(request, "reclaim_older_than_ms", default=None, minimum=0)
+    found = await principal(request)
     work = await _queue(request).poll(
         env_id,
         worker_id=request.headers.get("anthropic-worker-id"),
         block_ms=block_ms,
         reclaim_older_than_ms=reclaim,
+        issued_by=found.key_id if found.scope == "environment" else None,
     )
     if work is None:
         return raw_json_response(b"null")

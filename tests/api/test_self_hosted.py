@@ -452,3 +452,63 @@ def test_the_sdks_poller_drains_the_queue_acking_and_stopping_each_item(
     assert all(w.acknowledged_at and w.stopped_at for w in items)  # acked, then stopped
     stats = sdk.beta.environments.work.stats(env_id)
     assert stats.depth == 0 and stats.pending == 0 and stats.oldest_queued_at is None
+
+
+def test_another_workspaces_key_finds_no_work_queue(
+    sdk: anthropic.Anthropic, server: RunningServer
+) -> None:
+    """An API key of workspace B sees nothing of workspace A's self-hosted environment:
+    not its queue, its items, its stats or its keys (each a 404), and gets no token."""
+    env_id, _ = _environment(sdk, server)
+    _session(sdk, env_id)
+    admin = {"x-api-key": ADMIN_KEY}
+    base = server.base_url
+    other = httpx.post(f"{base}/v1/workspaces", headers=admin, json={"name": "b"}).json()
+    made = httpx.post(
+        f"{base}/v1/api_keys", headers=admin, json={"workspace_id": other["id"], "name": "b"}
+    ).json()
+    item = sdk.beta.environments.work.poll(env_id)  # A's own key takes the item
+    assert item is not None
+    with anthropic.Anthropic(base_url=base, api_key=made["secret"], max_retries=0) as b:
+        work = b.beta.environments.work
+        calls = [
+            lambda: work.poll(env_id),
+            lambda: work.stats(env_id),
+            lambda: work.list(env_id),
+            lambda: work.retrieve(item.id, environment_id=env_id),
+            lambda: work.ack(item.id, environment_id=env_id),
+            lambda: work.heartbeat(item.id, environment_id=env_id),
+            lambda: work.stop(item.id, environment_id=env_id, force=True),
+            lambda: work.update(item.id, environment_id=env_id, metadata={"x": "pwned"}),
+        ]
+        for call in calls:
+            with pytest.raises(anthropic.NotFoundError):
+                call()
+    keys = httpx.post(
+        f"{base}/v1/environments/{env_id}/keys",
+        headers={"x-api-key": made["secret"]},
+        json={"name": "stolen"},
+    )
+    assert keys.status_code == 404
+    still = sdk.beta.environments.work.retrieve(item.id, environment_id=env_id)
+    assert still.state == "queued" and still.metadata == {}
+
+
+def test_a_voided_sessions_token_is_refused_and_its_open_stream_ends(
+    sdk: anthropic.Anthropic, server: RunningServer
+) -> None:
+    env_id, key = _environment(sdk, server)
+    session_id = _session(sdk, env_id)
+    with anthropic.Anthropic(base_url=server.base_url, auth_token=key, max_retries=0) as worker:
+        item = worker.beta.environments.work.poll(env_id)
+        assert item is not None and item.secret
+    token = json.loads(base64.urlsafe_b64decode(item.secret + "=="))["sessions_token"]
+    url = f"{server.base_url}/v1/sessions/{session_id}/events/stream"
+    with httpx.Client(headers={"authorization": f"Bearer {token}"}, timeout=10) as scoped:
+        with scoped.stream("GET", url) as stream:
+            assert stream.status_code == 200
+            sdk.beta.environments.work.stop(item.id, environment_id=env_id, force=True)
+            sdk.beta.sessions.events.send(session_id, events=_user("after the stop"))  # type: ignore[arg-type]
+            received = b"".join(stream.iter_bytes())  # ends: the server closed it
+        assert b"after the stop" not in received
+        assert scoped.get(f"{server.base_url}/v1/sessions/{session_id}").status_code == 401
