@@ -10,12 +10,13 @@ from pathlib import Path
 from bench.common import ROOT, Results
 from bench.readme import update_readme
 
-ALL = ["append", "resume", "sse", "engine", "memory", "evals", "scaleout"]
+ALL = ["append", "resume", "sse", "engine", "sandbox", "memory", "evals", "scaleout"]
 MODULES = {
     "append": "bench.append",
     "resume": "bench.resume",
     "sse": "bench.sse_fanout",
     "engine": "bench.engine_turn",
+    "sandbox": "bench.sandbox_tool",
     "memory": "bench.memory",
     "evals": "bench.evals_throughput",
     "peers": "bench.peers",

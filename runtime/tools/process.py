@@ -3,12 +3,13 @@ its whole tree, and (for a sandbox with its own network) the user-mode network a
 before the command starts.
 
 A `Launch` says what to start; `runtime/sandbox/` builds the ones that go through
-bubblewrap. With `slirp` set, the argv holds `{info_fd}` and `{block_fd}`: bubblewrap
-reports the sandbox's pid on the first and waits on the second before it runs the
-command, so `slirp4netns` joins the sandbox's network namespace first and the command
-never runs without its network. A `disk_floor_bytes` watch kills the command when the
-filesystem holding `cwd` drops below that much free space (a file size limit bounds one
-file; this bounds many).
+bubblewrap. With `slirp` set, the argv holds `{info_fd}` and `{block_fd}`, each an argument
+of its own ahead of the command: bubblewrap reports the sandbox's pid on the first and waits
+on the second before it runs the command, so `slirp4netns` joins the sandbox's network
+namespace first and the command never runs without its network. Only those two arguments
+are filled in (the first of each): the command itself, braces and all, is never touched. A
+`disk_floor_bytes` watch kills the command when the filesystem holding `cwd` drops below
+that much free space (a file size limit bounds one file; this bounds many).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import select
 import signal
 import subprocess
 import threading
+import time
 import weakref
 
 import anyio
@@ -31,6 +33,7 @@ log = logging.getLogger("sessiond.tools")
 OUTPUT_BYTES_KEPT = 120_000
 """Output kept per command (the tools cap what they show below this)."""
 _DISK_CHECK_S = 0.25
+_LOOPBACK_WAIT_S = 10.0
 
 
 class Slirp(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,10 +109,36 @@ def _read_info(fd: int) -> int:
             continue
 
 
+def _wait_for_loopback(pid: int) -> None:
+    """Wait until bubblewrap has given the sandbox's network namespace its loopback address.
+
+    bubblewrap reports the pid before its child sets up `lo`, and slirp4netns brings `lo`
+    up as it configures the namespace; a loopback brought up gets 127.0.0.1 from the kernel,
+    and bubblewrap's own request for that address then fails ("loopback: Failed
+    RTM_NEWADDR"), ending the sandbox before the command runs: about one `bash` call in 25
+    under load did. The address shows in the namespace's `fib_trie` as soon as it is added.
+    """
+    trie = f"/proc/{pid}/net/fib_trie"
+    deadline = time.monotonic() + _LOOPBACK_WAIT_S
+    pause_s = 0.0002
+    while True:
+        try:
+            with open(trie) as routes:
+                if "127.0.0.1" in routes.read():
+                    return
+        except FileNotFoundError:
+            raise OSError("bubblewrap exited before it set up the sandbox's network") from None
+        if time.monotonic() > deadline:
+            raise OSError("bubblewrap did not set up the sandbox's loopback in time")
+        time.sleep(pause_s)
+        pause_s = min(pause_s * 2, 0.01)
+
+
 def _attach_slirp(slirp: Slirp, info_r: int, block_w: int) -> subprocess.Popen[bytes]:
-    """In a worker thread: start slirp4netns on the sandbox's namespace, wait until it is
-    configured, then let the command run."""
+    """In a worker thread: start slirp4netns on the sandbox's namespace once bubblewrap
+    has set up its loopback, wait until it is configured, then let the command run."""
     pid = _read_info(info_r)
+    _wait_for_loopback(pid)
     ready_r, ready_w = os.pipe()
     try:
         argv = [slirp.binary, "--configure", "--mtu=65520", "--ready-fd", str(ready_w)]
@@ -117,6 +146,9 @@ def _attach_slirp(slirp: Slirp, info_r: int, block_w: int) -> subprocess.Popen[b
             argv.append("--disable-host-loopback")
         network = subprocess.Popen(
             [*argv, str(pid), "tap0"],
+            # It parses the sandbox's packets outside the sandbox (as root when sessiond
+            # is): it gets none of the server's environment, whose API keys it never needs.
+            env={},
             pass_fds=(ready_w,),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -133,7 +165,10 @@ def _attach_slirp(slirp: Slirp, info_r: int, block_w: int) -> subprocess.Popen[b
         os.close(ready_r)
         if ready_w >= 0:
             os.close(ready_w)
-    os.write(block_w, b"1")
+    try:
+        os.write(block_w, b"1")
+    except BrokenPipeError:
+        pass  # bubblewrap gave up on the sandbox: its output and exit code say why
     return network
 
 
@@ -155,7 +190,9 @@ async def run_process(launch: Launch, timeout_s: float, stdin: bytes | None = No
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         pass_fds = (info_w, block_r)
-        argv = [a.format(info_fd=info_w, block_fd=block_r) for a in argv]
+        argv = list(argv)
+        argv[argv.index("{info_fd}")] = str(info_w)
+        argv[argv.index("{block_fd}")] = str(block_r)
     # subprocess.Popen, not the event loop's subprocess support: CPython spawns with vfork,
     # while uvloop forks, which copies the server's page tables (9 ms instead of 1 ms at a
     # 200 MB RSS, bench/engine_turn.py). The output is drained in a worker thread.
