@@ -43,7 +43,24 @@ ASSETS = "/opt/sessiond"
 PACKAGES = "/opt/sessiond/packages"
 EGRESS_SOCKET = "/run/sessiond/egress.sock"
 PROXY_PORT = 3128
-UID_SPAN = 100_000_000
+UID_SPAN = 2_000_000_000
+PROHIBITED_NETWORKS = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",  # slirp4netns's own 10.0.2.0/24 is more specific and stays reachable
+    "100.64.0.0/10",
+    "169.254.0.0/16",  # link-local, cloud metadata services
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+"""What an `unrestricted` sandbox never reaches, besides the host's own addresses: the
+private, shared, link-local, documentation, multicast and reserved IPv4 ranges."""
 _FORWARDER = str(Path(__file__).with_name("forwarder.py"))
 _TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _ETC = (
@@ -92,6 +109,11 @@ class SandboxHost(msgspec.Struct, frozen=True, kw_only=True):
     missing: str | None = None
     """Why there is no sandbox, when there is none."""
     uid_base: int = 2_000_000_000
+    route_filter: bool = False
+    """Whether sessiond can fence networks off inside a sandbox's namespace (as root, with
+    `nsenter` and `ip`): slirp4netns is used for `unrestricted` only then."""
+    host_addresses: tuple[str, ...] = ()
+    """This host's own IPv4 addresses (a sandbox reaches none of them)."""
 
     @property
     def available(self) -> bool:
@@ -113,6 +135,9 @@ def detect(*, mode: str = "auto", uid_base: int = 2_000_000_000) -> SandboxHost:
     as_root = os.geteuid() == 0
     python, binds = _sandbox_python()
     slirp = shutil.which("slirp4netns")
+    route_filter = as_root and all(
+        os.access(tool, os.X_OK) for tool in ("/usr/bin/nsenter", "/usr/sbin/ip")
+    )
     if mode == "off":
         return SandboxHost(
             bwrap=None,
@@ -137,10 +162,27 @@ def detect(*, mode: str = "auto", uid_base: int = 2_000_000_000) -> SandboxHost:
         python_binds=binds,
         missing=missing,
         uid_base=uid_base,
+        route_filter=route_filter,
+        host_addresses=_host_addresses(),
     )
     if mode == "bwrap" and missing is not None:
         raise RuntimeError(f"SESSIOND_SANDBOX=bwrap, but no sandbox can start: {missing}")
     return host
+
+
+def _host_addresses() -> tuple[str, ...]:
+    """This host's local IPv4 addresses but loopback (from the kernel's routing trie)."""
+    found: set[str] = set()
+    try:
+        lines = Path("/proc/net/fib_trie").read_text().splitlines()
+    except OSError:
+        return ()
+    for previous, line in zip(lines, lines[1:], strict=False):
+        if line.strip() == "/32 host LOCAL":
+            address = previous.strip().removeprefix("|-- ")
+            if not address.startswith("127."):
+                found.add(address)
+    return tuple(sorted(found))
 
 
 def _sandbox_python() -> tuple[str, tuple[str, ...]]:
@@ -353,7 +395,8 @@ class SandboxPlace:
         slirp = None
         if network and self._network.mode == "slirp":
             assert self._host.slirp4netns is not None
-            slirp = Slirp(binary=self._host.slirp4netns)
+            hosts = tuple(f"{address}/32" for address in self._host.host_addresses)
+            slirp = Slirp(binary=self._host.slirp4netns, prohibit=(*PROHIBITED_NETWORKS, *hosts))
             args += ["--info-fd", "{info_fd}", "--block-fd", "{block_fd}"]
         elif network and self._network.mode == "proxy":
             assert self._network.proxy_socket is not None
@@ -405,10 +448,15 @@ def isolation_warning(host: SandboxHost) -> str | None:
     lost = []
     if not host.as_root:
         lost.append("commands keep the server's uid (run sessiond as root for a uid per session)")
-    if host.slirp4netns is None:
+    if host.slirp4netns is None or not host.route_filter:
+        why = (
+            "slirp4netns is missing (apt-get install slirp4netns)"
+            if host.slirp4netns is None
+            else "fencing off private networks inside a sandbox needs root, nsenter and ip"
+        )
         lost.append(
-            "slirp4netns is missing, so unrestricted environments reach only HTTP(S) "
-            "through the egress proxy (apt-get install slirp4netns)"
+            f"{why}, so unrestricted environments reach the internet over HTTP(S) only, "
+            "through the egress proxy"
         )
     if lost:
         return "tool sandbox: " + "; ".join(lost) + "."

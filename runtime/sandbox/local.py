@@ -123,7 +123,7 @@ class LocalExecutor:
         if isinstance(networking, Limited):
             socket = await self._proxies.limited(networking)
             return Network(mode="proxy", proxy_socket=str(socket))
-        if self._host.slirp4netns is not None:
+        if self._host.slirp4netns is not None and self._host.route_filter:
             return Network(mode="slirp")
         return Network(mode="proxy", proxy_socket=str(await self._proxies.public()))
 
@@ -132,7 +132,7 @@ class LocalExecutor:
         if not wanted(packages):
             return None
         if not self._layers.ready(packages):
-            listed = ", ".join([*packages.pip, *packages.npm])
+            listed = ", ".join(packages.pip)
             log.info("environment %s: installing packages %s", environment_id, listed)
             note = UnknownErrorObject(
                 message=f"installing the environment's packages ({listed}); tools wait for it",

@@ -7,11 +7,12 @@ temporary name and renamed into place when complete: a crash mid-install leaves 
 that looks done. One install per layer runs at a time in a process, and a lock file keeps
 other processes on the same host from building it twice.
 
-No package code runs at install time: pip installs wheels only (`--only-binary=:all:`)
-and npm runs no scripts (`--ignore-scripts`). Requirements are names with optional
-extras and version specifiers, never URLs, paths or options: the install uses the
-operator's own index configuration (pip's config files and `PIP_*` variables) and the
-tenant chooses only what to fetch from it. What a layer holds runs only in the sandbox.
+No package code runs at install time: pip installs wheels only (`--only-binary=:all:`).
+Requirements are names with optional extras and version specifiers, never URLs, paths or
+options: the install uses the operator's own index configuration (pip's config files and
+`PIP_*` variables) and the tenant chooses only what to fetch from it (PyPI refuses
+packages whose dependencies are URLs). What a layer holds runs only in the sandbox. npm is
+not offered: it follows a package's own `git+file:` and URL dependencies.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sessiond.store.errors import InvalidInputError
 log = logging.getLogger("sessiond.packages")
 
 INSTALL_TIMEOUT_S = 900.0
-SUPPORTED = ("pip", "npm")
+SUPPORTED = ("pip",)
 _PASSED_ENV = ("HOME", "LANG", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")
 _PASSED_PREFIXES = ("PIP_", "XDG_", "NPM_CONFIG_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 
@@ -46,25 +47,22 @@ class PackageInstallError(Exception):
 
 
 def check_packages(packages: Packages) -> None:
-    """Refuse a package list this server cannot install (raises InvalidInputError; the
-    entries themselves were checked when the environment was saved)."""
-    for manager in ("apt", "cargo", "gem", "go"):
+    """Refuse a package list this server cannot install safely (raises InvalidInputError;
+    the entries themselves were checked when the environment was saved). npm is refused:
+    it resolves a package's own `git+file:`, `file:` and URL dependencies as the server's
+    user, outside any sandbox (a review reproduced a host repository copied into a layer)."""
+    for manager in ("apt", "cargo", "gem", "go", "npm"):
         if getattr(packages, manager):
             raise InvalidInputError(
-                f"config.packages.{manager}: this server installs only pip and npm packages "
+                f"config.packages.{manager}: this server installs only pip packages "
                 f"(refused rather than run without them)",
                 code="unenforced_config",
             )
-    if packages.npm and shutil.which("npm") is None:
-        raise InvalidInputError(
-            "config.packages.npm: npm is not installed on this server",
-            code="unenforced_config",
-        )
 
 
 def wanted(packages: Packages) -> bool:
     """Whether the list asks for anything."""
-    return bool(packages.pip or packages.npm)
+    return bool(packages.pip)
 
 
 def layer_key(packages: Packages, python_version: str) -> str:
@@ -119,8 +117,6 @@ class PackageLayers:
             try:
                 if packages.pip:
                     self._pip(packages.pip, building / "pip")
-                if packages.npm:
-                    self._npm(packages.npm, building / "npm")
                 for directory, _, files in os.walk(building):
                     os.chmod(directory, 0o755)
                     for name in files:
@@ -138,12 +134,6 @@ class PackageLayers:
         argv += ["--only-binary=:all:", "--target", str(target)]
         argv += ["--python-version", self.python_version, "--no-compile", "--quiet", "--"]
         _run(argv + [r.strip() for r in requirements], "pip")
-
-    def _npm(self, packages: Sequence[str], prefix: Path) -> None:
-        prefix.mkdir(parents=True)
-        argv = ["npm", "install", "--prefix", str(prefix), "--ignore-scripts", "--no-audit"]
-        argv += ["--no-fund", "--no-save", "--"]
-        _run(argv + [p.strip() for p in packages], "npm")
 
 
 def _installer_environment() -> dict[str, str]:

@@ -41,6 +41,12 @@ class Slirp(msgspec.Struct, frozen=True, kw_only=True):
 
     binary: str
     disable_host_loopback: bool = True
+    prohibit: tuple[str, ...] = ()
+    """Networks the sandbox must not reach (the host's own addresses, private and
+    link-local ranges): `prohibit` routes added in its namespace before the command runs,
+    which the command cannot remove (it has no capabilities there)."""
+    nsenter: str = "/usr/bin/nsenter"
+    ip: str = "/usr/sbin/ip"
 
 
 class Launch(msgspec.Struct, frozen=True, kw_only=True):
@@ -134,42 +140,85 @@ def _wait_for_loopback(pid: int) -> None:
         pause_s = min(pause_s * 2, 0.01)
 
 
-def _attach_slirp(slirp: Slirp, info_r: int, block_w: int) -> subprocess.Popen[bytes]:
-    """In a worker thread: start slirp4netns on the sandbox's namespace once bubblewrap
-    has set up its loopback, wait until it is configured, then let the command run."""
+class _Network:
+    """The slirp4netns of one command: it exits when `exit_w` closes (also when the server
+    dies), and is reaped off the command's path (its tap device takes ~20 ms to go)."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.exit_w = -1
+
+    def close(self) -> None:
+        if self.exit_w >= 0:
+            os.close(self.exit_w)
+            self.exit_w = -1
+        process, self.process = self.process, None
+        if process is not None:
+            threading.Thread(target=_reap, args=(process,), daemon=True).start()
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _filter_routes(slirp: Slirp, pid: int) -> None:
+    """Add the `prohibit` routes in the sandbox's namespace; fail closed."""
+    batch = "".join(f"route add prohibit {network}\n" for network in slirp.prohibit)
+    done = subprocess.run(
+        [slirp.nsenter, f"--net=/proc/{pid}/ns/net", slirp.ip, "-batch", "-"],
+        input=batch.encode(),
+        capture_output=True,
+        env={},
+        timeout=10,
+    )
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip()
+        raise OSError(f"could not restrict the sandbox's network: {reason}")
+
+
+def _attach_slirp(slirp: Slirp, info_r: int, block_w: int, network: _Network) -> None:
+    """In a worker thread: once bubblewrap has set up the sandbox's loopback, fence off
+    the prohibited networks, start slirp4netns on the namespace, wait until it is
+    configured, then let the command run."""
     pid = _read_info(info_r)
     _wait_for_loopback(pid)
+    if slirp.prohibit:
+        _filter_routes(slirp, pid)
     ready_r, ready_w = os.pipe()
+    exit_r, network.exit_w = os.pipe()
     try:
         argv = [slirp.binary, "--configure", "--mtu=65520", "--ready-fd", str(ready_w)]
+        argv += ["--exit-fd", str(exit_r), "--enable-sandbox", "--enable-seccomp"]
         if slirp.disable_host_loopback:
             argv.append("--disable-host-loopback")
-        network = subprocess.Popen(
+        network.process = subprocess.Popen(
             [*argv, str(pid), "tap0"],
             # It parses the sandbox's packets outside the sandbox (as root when sessiond
-            # is): it gets none of the server's environment, whose API keys it never needs.
+            # is): it gets none of the server's environment, and confines itself
+            # (--enable-sandbox, --enable-seccomp).
             env={},
-            pass_fds=(ready_w,),
+            pass_fds=(ready_w, exit_r),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+    finally:
+        os.close(exit_r)
         os.close(ready_w)
-        ready_w = -1
+    try:
         if os.read(ready_r, 1) != b"1":
-            network.kill()
-            network.wait()
             raise OSError("slirp4netns could not set up the sandbox's network")
     finally:
         os.close(ready_r)
-        if ready_w >= 0:
-            os.close(ready_w)
     try:
         os.write(block_w, b"1")
     except BrokenPipeError:
         pass  # bubblewrap gave up on the sandbox: its output and exit code say why
-    return network
 
 
 def _disk_below(path: str, floor: int) -> bool:
@@ -185,18 +234,21 @@ async def run_process(launch: Launch, timeout_s: float, stdin: bytes | None = No
     whole process tree is killed."""
     pass_fds: tuple[int, ...] = ()
     argv = launch.argv
+    pipes: list[int] = []
     info_r = info_w = block_r = block_w = -1
-    if launch.slirp is not None:
-        info_r, info_w = os.pipe()
-        block_r, block_w = os.pipe()
-        pass_fds = (info_w, block_r)
-        argv = list(argv)
-        argv[argv.index("{info_fd}")] = str(info_w)
-        argv[argv.index("{block_fd}")] = str(block_r)
-    # subprocess.Popen, not the event loop's subprocess support: CPython spawns with vfork,
-    # while uvloop forks, which copies the server's page tables (9 ms instead of 1 ms at a
-    # 200 MB RSS, bench/engine_turn.py). The output is drained in a worker thread.
     try:
+        if launch.slirp is not None:
+            info_r, info_w = os.pipe()
+            pipes += [info_r, info_w]
+            block_r, block_w = os.pipe()
+            pipes += [block_r, block_w]
+            pass_fds = (info_w, block_r)
+            argv = list(argv)
+            argv[argv.index("{info_fd}")] = str(info_w)
+            argv[argv.index("{block_fd}")] = str(block_r)
+        # subprocess.Popen, not the event loop's subprocess support: CPython spawns with
+        # vfork, while uvloop forks, which copies the server's page tables (9 ms instead of
+        # 1 ms at a 200 MB RSS, bench/engine_turn.py). Output is drained in a worker thread.
         process = subprocess.Popen(
             argv,
             cwd=launch.cwd,
@@ -207,19 +259,22 @@ async def run_process(launch: Launch, timeout_s: float, stdin: bytes | None = No
             pass_fds=pass_fds,
             start_new_session=True,  # its own process group, so a timeout kills the whole tree
         )
-    finally:
-        for fd in (info_w, block_r):
-            if fd >= 0:
-                os.close(fd)
+    except BaseException:
+        for fd in pipes:
+            os.close(fd)
+        raise
+    for fd in (info_w, block_r):  # the child's ends
+        if fd >= 0:
+            os.close(fd)
     output = bytearray()
     stop = threading.Event()
     disk_full: list[bool] = []
-    network: subprocess.Popen[bytes] | None = None
+    network = _Network()
     try:
         with anyio.move_on_after(timeout_s) as scope:
             if launch.slirp is not None:
-                network = await anyio.to_thread.run_sync(
-                    _attach_slirp, launch.slirp, info_r, block_w, limiter=_tool_threads()
+                await anyio.to_thread.run_sync(
+                    _attach_slirp, launch.slirp, info_r, block_w, network, limiter=_tool_threads()
                 )
             async with anyio.create_task_group() as tg:
                 if launch.disk_floor_bytes:
@@ -244,10 +299,7 @@ async def run_process(launch: Launch, timeout_s: float, stdin: bytes | None = No
                 pass
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(process.wait)
-        if network is not None:
-            network.kill()
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(network.wait)
+        network.close()
         for fd in (info_r, block_w):
             if fd >= 0:
                 os.close(fd)

@@ -128,11 +128,12 @@ class _ToolError(Exception):
     """A failure to report to the model as an error result."""
 
 
-def _cap(text: str) -> str:
-    if len(text) <= MAX_OUTPUT_CHARS:
-        return text
-    dropped = len(text) - MAX_OUTPUT_CHARS
-    return text[:MAX_OUTPUT_CHARS] + f"\n[output truncated: {dropped} more characters]"
+def _cap(text: str, note: str = "") -> str:
+    """`text` cut to the output cap, then `note` (an exit code, a timeout), never cut."""
+    if len(text) > MAX_OUTPUT_CHARS:
+        dropped = len(text) - MAX_OUTPUT_CHARS
+        text = text[:MAX_OUTPUT_CHARS] + f"\n[output truncated: {dropped} more characters]"
+    return f"{text}\n{note}" if note else text
 
 
 def tool_environment(home: str) -> dict[str, str]:
@@ -177,9 +178,9 @@ async def _bash(place: Place, params: dict[str, Any], limits: ToolLimits) -> Too
     text = _text(ran)
     stopped = _stopped(ran, timeout_s)
     if stopped is not None:
-        return ToolOutcome(_cap(text + "\n" + stopped), is_error=True)
+        return ToolOutcome(_cap(text, stopped), is_error=True)
     if ran.returncode != 0:
-        return ToolOutcome(_cap(text + f"\n[exit code {ran.returncode}]"), is_error=True)
+        return ToolOutcome(_cap(text, f"[exit code {ran.returncode}]"), is_error=True)
     return ToolOutcome(_cap(text) if text else "(no output)")
 
 
@@ -202,7 +203,7 @@ async def _file_tool(
         return ToolOutcome(f"{name} timed out after {timeout_s:g} s", is_error=True)
     stopped = _stopped(ran, timeout_s)
     if stopped is not None:
-        return ToolOutcome(_cap(text + "\n" + stopped), is_error=True)
+        return ToolOutcome(_cap(text, stopped), is_error=True)
     if ran.returncode == 0:
         return ToolOutcome(_cap(text))
     if ran.returncode == 1:

@@ -285,7 +285,7 @@ def test_work_directories_never_overlap_the_data_directory(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("environment", "agent", "words"),
     [
-        ({"type": "cloud", "packages": {"apt": ["curl"]}}, {}, "only pip and npm"),
+        ({"type": "cloud", "packages": {"apt": ["curl"]}}, {}, "only pip"),
         (
             None,
             {
@@ -355,5 +355,5 @@ def test_an_environment_changed_to_ask_for_the_unenforced_refuses_sends(
     response = admin.post(
         f"/v1/sessions/{session_id}/events", json={"events": [user_message("hi")]}
     )
-    refused(response, 400, "only pip and npm")
+    refused(response, 400, "only pip")
     assert rows(server, "events") == before
