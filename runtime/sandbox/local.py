@@ -113,19 +113,20 @@ class LocalExecutor:
             self._assets,
             workdir,
             uid=uid,
-            network=await self._network(config),
+            network=await self._network(environment_id, config),
             layer=layer,
             limits=self._limits,
         )
 
-    async def _network(self, config: CloudConfig) -> Network:
+    async def _network(self, environment_id: str, config: CloudConfig) -> Network:
         networking = config.networking
         if isinstance(networking, Limited):
-            socket = await self._proxies.limited(networking)
+            socket = await self._proxies.limited(environment_id, networking)
             return Network(mode="proxy", proxy_socket=str(socket))
         if self._host.slirp4netns is not None and self._host.route_filter:
             return Network(mode="slirp")
-        return Network(mode="proxy", proxy_socket=str(await self._proxies.public()))
+        socket = await self._proxies.public(environment_id)
+        return Network(mode="proxy", proxy_socket=str(socket))
 
     async def _layer(self, environment_id: str, config: CloudConfig, report: Report) -> Path | None:
         packages = config.packages

@@ -1,5 +1,6 @@
-"""The egress proxies sandboxes reach out through: one per policy, shared by every
-session whose environment has that policy, each on a Unix socket of its own.
+"""The egress proxies sandboxes reach out through: one per environment (and policy), shared
+by that environment's sessions only, each on a Unix socket of its own. One tenant holding
+a proxy's connections cannot starve another's, and proxies unused for `IDLE_S` are closed.
 
 `limited` networking admits the environment's `allowed_hosts`, plus the package
 registries when `allow_package_managers` is set (and MCP servers never connect yet, so
@@ -15,6 +16,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,17 +43,24 @@ def registry_hosts() -> tuple[str, ...]:
     return tuple(hosts)
 
 
+IDLE_S = 1800.0
+"""A proxy no tool call asked for in this long is closed (longer than any tool runs)."""
+
+_Key = tuple[str, EgressPolicy]
+
+
 class EgressProxies:
     """The running proxies of this process, started on first use."""
 
     def __init__(self, allow_private: tuple[str, ...] = ()) -> None:
         self._allow_private = allow_private
         self._dir: Path | None = None
-        self._proxies: dict[EgressPolicy, EgressProxy] = {}
-        self._sockets: dict[EgressPolicy, Path] = {}
+        self._proxies: dict[_Key, EgressProxy] = {}
+        self._sockets: dict[_Key, Path] = {}
+        self._used: dict[_Key, float] = {}
         self._starting = asyncio.Lock()
 
-    async def limited(self, networking: Limited) -> Path:
+    async def limited(self, environment_id: str, networking: Limited) -> Path:
         """The socket of the proxy for a `limited` environment."""
         extra = registry_hosts() if networking.allow_package_managers else ()
         policy = EgressPolicy(
@@ -59,30 +68,41 @@ class EgressProxies:
             extra_hosts=extra,
             allow_private=self._allow_private,
         )
-        return await self._socket(policy)
+        return await self._socket((environment_id, policy))
 
-    async def public(self) -> Path:
+    async def public(self, environment_id: str) -> Path:
         """The socket of the proxy that admits any public host."""
         policy = EgressPolicy(allowed_hosts=("*",), allow_private=self._allow_private)
-        return await self._socket(policy)
+        return await self._socket((environment_id, policy))
 
-    async def _socket(self, policy: EgressPolicy) -> Path:
-        socket = self._sockets.get(policy)
+    async def _socket(self, key: _Key) -> Path:
+        now = time.monotonic()
+        self._used[key] = now
+        socket = self._sockets.get(key)
         if socket is not None:
             return socket
         async with self._starting:
-            return self._sockets.get(policy) or await self._start(policy)
+            await self._close_idle(now)
+            return self._sockets.get(key) or await self._start(key)
 
-    async def _start(self, policy: EgressPolicy) -> Path:
+    async def _close_idle(self, now: float) -> None:
+        for key in [k for k, used in self._used.items() if now - used > IDLE_S]:
+            proxy = self._proxies.pop(key, None)
+            self._sockets.pop(key, None)
+            self._used.pop(key, None)
+            if proxy is not None:
+                await proxy.close()
+
+    async def _start(self, key: _Key) -> Path:
         if self._dir is None:
             # Short: a Unix socket's path holds at most 107 bytes.
             self._dir = Path(tempfile.mkdtemp(prefix="sessiond-egress-"))
-        name = hashlib.sha256(repr(policy).encode()).hexdigest()[:16]
+        name = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
         socket = self._dir / f"{name}.sock"
-        proxy = EgressProxy(socket, policy)
+        proxy = EgressProxy(socket, key[1])
         await proxy.start()
-        self._proxies[policy] = proxy
-        self._sockets[policy] = socket
+        self._proxies[key] = proxy
+        self._sockets[key] = socket
         return socket
 
     def refusals(self) -> int:
