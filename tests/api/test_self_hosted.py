@@ -4,6 +4,7 @@ is a fake Anthropic server; and the work API's rules through the SDK's `work` re
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -23,6 +24,7 @@ from fakes.anthropic_server import create_app
 from fakes.running import ThreadedServer
 from fakes.scripts import Reply, Script
 from harness import ADMIN_KEY, RunningServer, make_config
+from pg_harness import drop_schema, new_schema, postgres_dsn
 
 from sessiond.runtime.providers.routing import ProviderConfig
 
@@ -39,8 +41,17 @@ def script() -> Script:
     return Script()
 
 
-@pytest.fixture(scope="module")
-def server(script: Script, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, script: Script, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """One server per backend: the work queue's leases, tags and notifications are the
+    store's, so each test runs on SQLite and on PostgreSQL."""
+    overrides: dict[str, object] = {}
+    schema = None
+    if request.param == "postgres":
+        dsn, schema = postgres_dsn(), new_schema()
+        overrides["database_url"] = f"{dsn}?schema={schema}"
     with ThreadedServer(create_app(script)) as fake:
         provider = ProviderConfig(
             name="fake-anthropic", kind="anthropic", models=["claude-*"], base_url=fake.base_url
@@ -50,11 +61,16 @@ def server(script: Script, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 tmp_path_factory.mktemp("self-hosted"),
                 providers=[provider],
                 work_lease_ttl_s=LEASE_TTL_S,
+                **overrides,
             )
         )
         running.start()
-        yield running
-        running.stop()
+        try:
+            yield running
+        finally:
+            running.stop()
+            if schema is not None:
+                asyncio.run(drop_schema(dsn, schema))
 
 
 @pytest.fixture
