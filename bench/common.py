@@ -99,11 +99,17 @@ def rss_kib(pid: int) -> int:
 class Server:
     """`sessiond serve` in its own process, on a fresh SQLite file."""
 
-    def __init__(self, workdir: Path, *, providers: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        providers: list[dict[str, Any]] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
-        env = {
+        settings = {
             **os.environ,
             "SESSIOND_DATABASE_URL": f"sqlite:///{workdir / 'sessiond.db'}",
             "SESSIOND_DATA_DIR": str(workdir),
@@ -114,8 +120,8 @@ class Server:
             "ANTHROPIC_API_KEY": "sk-fake",
         }
         if providers is not None:
-            env["SESSIOND_PROVIDERS"] = json.dumps(providers)
-        self._env = env
+            settings["SESSIOND_PROVIDERS"] = json.dumps(providers)
+        self._env = {**settings, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:

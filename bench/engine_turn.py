@@ -140,7 +140,16 @@ def run(results: Results, *, quick: bool) -> None:
         ]
         levels = ((1, 20 if quick else 100), (100, 2 if quick else 5))
         rounds = 3  # bare and sessiond alternate; medians of the rounds are reported
-        with tempfile.TemporaryDirectory() as tmp, Server(Path(tmp), providers=provider) as srv:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            Server(
+                Path(tmp),
+                providers=provider,
+                # The engine's own overhead: its tool runs unsandboxed, like the bare loop's.
+                # The sandbox's cost per call is its own bench (`--only sandbox`).
+                env={"SESSIOND_SANDBOX": "off"},
+            ) as srv,
+        ):
             asyncio.run(_bare(fake_url, 1, 3))  # warm up
             for concurrency, turns in levels:
                 bare_p50s, ours_p50s, bare_walls, ours_walls = [], [], [], []
