@@ -700,3 +700,25 @@ def test_a_pip_package_is_installed_once_and_importable(
     note = notes[0][0]
     assert note.type == "unknown_error" and note.retry_status.type == "retrying"
     assert "installing the environment's packages (sessiond-probe-pkg)" in note.message
+
+
+def test_a_failed_install_ends_the_turn_with_the_reason_in_the_log(
+    sdk: anthropic.Anthropic, rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package pip cannot find: the turn ends `retries_exhausted` with a `session.error`
+    carrying pip's own words, no tool ran, and nothing half-built is left as a layer."""
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))  # an empty directory
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    environment_id = _environment(sdk, {"type": "unrestricted"}, pip=["sessiond-not-a-package"])
+    session_id = _session(sdk, environment_id)
+    rig.script.push(Reply(tool_calls=[("bash", {"command": "echo should-not-run"})]))
+    events = collect_until_idle(sdk, session_id, _user("go"), timeout_s=120)
+    assert events[-1].type == "session.status_idle"
+    assert events[-1].stop_reason.type == "retries_exhausted"
+    errors = [e.error for e in events if e.type == "session.error"]
+    assert [e.retry_status.type for e in errors] == ["retrying", "exhausted"], errors
+    assert "installing the environment's packages failed" in errors[-1].message
+    assert "sessiond-not-a-package" in errors[-1].message  # pip's own words, not a shrug
+    assert not any(e.type == "agent.tool_result" for e in events)
+    layers = rig.node.package_layers.root
+    assert not [p for p in layers.iterdir() if p.is_dir() and ".building" in p.name]
