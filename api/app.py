@@ -17,7 +17,7 @@ from sessiond.api.errors import EXCEPTION_HANDLERS
 from sessiond.api.routes import agents, environments, evals, events, sessions, work, workspaces
 from sessiond.api.services import Services
 from sessiond.api.sse import StreamSlots
-from sessiond.runtime.workspaces import REVOKED_TOPIC
+from sessiond.runtime.resources.workspaces import REVOKED_TOPIC
 
 
 async def health(request: Request) -> Response:

@@ -1,9 +1,9 @@
 """Who is calling: `x-api-key` or `Authorization: Bearer` (the SDK sends the latter), and
 what a self-hosted environment's credentials may reach.
 
-An API key acts on its whole workspace. An environment key (runtime/environment_keys.py)
+An API key acts on its whole workspace. An environment key (runtime/resources/environment_keys.py)
 reaches its environment's work queue and the sessions on that environment; a work item's
-sessions token (runtime/work.py) reaches that one session and that one item. Anything else
+sessions token (runtime/resources/work.py) reaches that one session and that one item. Anything else
 is answered 404 for them, as if it did not exist: a worker's credential learns nothing of
 the rest of the workspace. Both may read their sessions and send them tool results only.
 """
@@ -14,8 +14,8 @@ import re
 
 from starlette.requests import Request
 
-from sessiond.runtime.environment_keys import PREFIX as ENVIRONMENT_KEY_PREFIX
-from sessiond.runtime.workspaces import Principal
+from sessiond.runtime.resources.environment_keys import PREFIX as ENVIRONMENT_KEY_PREFIX
+from sessiond.runtime.resources.workspaces import Principal
 from sessiond.store.errors import (
     AuthenticationError,
     NotFoundError,

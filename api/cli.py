@@ -12,7 +12,7 @@ import sys
 import anyio
 
 from sessiond.api.config import Config
-from sessiond.runtime.workspaces import DEFAULT_WORKSPACE_ID, CreateApiKey, Workspaces
+from sessiond.runtime.resources.workspaces import DEFAULT_WORKSPACE_ID, CreateApiKey, Workspaces
 from sessiond.store.backends import open_store
 
 
@@ -76,7 +76,7 @@ async def _migrate(url: str) -> None:
 
 
 async def _export(url: str, out: str, session_ids: list[str] | None) -> None:
-    from sessiond.runtime.transfer import export_installation
+    from sessiond.runtime.resources.transfer import export_installation
 
     store = open_store(url)
     await store.open()
@@ -95,7 +95,7 @@ async def _export(url: str, out: str, session_ids: list[str] | None) -> None:
 
 
 async def _import(url: str, path: str) -> None:
-    from sessiond.runtime.transfer import import_installation
+    from sessiond.runtime.resources.transfer import import_installation
 
     store = open_store(url)
     await store.open()

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sessiond.evals.suite import load_suite
-from sessiond.runtime.transfer import SessionExport
+from sessiond.runtime.resources.transfer import SessionExport
 
 console = Console(stderr=True)
 

@@ -22,8 +22,8 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 
 from sessiond.api.auth import principal
-from sessiond.runtime import events as ev
-from sessiond.runtime.deltas import DeltaHub, Preview
+from sessiond.runtime.engine.deltas import DeltaHub, Preview
+from sessiond.runtime.wire import events as ev
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import NotFoundError, RateLimitedError
 from sessiond.store.protocol import EventQuery, Store, StoredEvent, Watch

@@ -20,14 +20,14 @@ from typing import Any
 
 import msgspec
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.agent_tools import AgentTools, agent_tools
-from sessiond.runtime.content import TextBlock
-from sessiond.runtime.context import build_request
-from sessiond.runtime.engine import Models
+from sessiond.runtime.engine.context import build_request
+from sessiond.runtime.engine.loop import Models
 from sessiond.runtime.providers import base as pb
-from sessiond.runtime.sessions import KIND, SessionDoc, session_doc
-from sessiond.runtime.wire import decode_stored
+from sessiond.runtime.resources.agent_tools import AgentTools, agent_tools
+from sessiond.runtime.resources.sessions import KIND, SessionDoc, session_doc
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.content import TextBlock
+from sessiond.runtime.wire.encoding import decode_stored
 from sessiond.store.errors import AppError, InvalidInputError
 from sessiond.store.protocol import Store
 
@@ -185,7 +185,7 @@ def _common_messages(a: pb.ModelRequest, b: pb.ModelRequest) -> int:
 
 
 class CassetteModels:
-    """The engine's model source (runtime/engine.py `ModelSource`) in a process that runs
+    """The engine's model source (runtime/engine/loop.py `ModelSource`) in a process that runs
     evals: a cassette re-run gets its recording, every other session the providers."""
 
     def __init__(self, store: Store, live: Models) -> None:

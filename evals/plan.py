@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from sessiond.runtime import events as ev
+from sessiond.runtime.wire import events as ev
 
 _TURN_INPUTS = ("user.message", "user.define_outcome")
 _ANSWERS = ("user.custom_tool_result", "user.tool_confirmation")

@@ -16,12 +16,12 @@ import msgspec
 from sessiond.evals.results import ScoreResult
 from sessiond.evals.scorers import ScoreContext, ScorerSpec, score_all
 from sessiond.evals.transcript import build_transcript
-from sessiond.runtime import events as ev
-from sessiond.runtime.fold import SessionState, fold_all
-from sessiond.runtime.ownership import owned_record
-from sessiond.runtime.sessions import KIND, session_doc
-from sessiond.runtime.transfer import InitialState, SessionExport
-from sessiond.runtime.wire import decode_event, decode_stored
+from sessiond.runtime.engine.fold import SessionState, fold_all
+from sessiond.runtime.resources.ownership import owned_record
+from sessiond.runtime.resources.sessions import KIND, session_doc
+from sessiond.runtime.resources.transfer import InitialState, SessionExport
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.encoding import decode_event, decode_stored
 from sessiond.store.protocol import Store
 
 COMPARED = ("status", "stop_reason", "title", "metadata", "usage", "stats", "outcome_evaluations")

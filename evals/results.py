@@ -45,7 +45,7 @@ class CaseResult(msgspec.Struct, frozen=True, kw_only=True):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = None
-    """List cost, when the model's price is known (see `runtime/pricing.py`)."""
+    """List cost, when the model's price is known (see `runtime/engine/pricing.py`)."""
     latency_s: float = 0.0
     """Wall time from the first input to the session's final idle."""
     turns: int = 0

@@ -21,12 +21,12 @@ from sessiond.evals.plan import AnswerBook, CasePlan
 from sessiond.evals.results import CaseResult, CaseStatus, ScoreResult
 from sessiond.evals.scorers import ScoreContext, decode_scorers, score_all
 from sessiond.evals.transcript import build_transcript
-from sessiond.runtime import events as ev
-from sessiond.runtime.params import SendEvents
-from sessiond.runtime.pricing import cost_usd
-from sessiond.runtime.sessions import KIND, CreateSession, SessionService, session_doc
-from sessiond.runtime.usage import SpanModelUsage
-from sessiond.runtime.wire import decode_stored
+from sessiond.runtime.engine.pricing import cost_usd
+from sessiond.runtime.resources.sessions import KIND, CreateSession, SessionService, session_doc
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.encoding import decode_stored
+from sessiond.runtime.wire.params import SendEvents
+from sessiond.runtime.wire.usage import SpanModelUsage
 from sessiond.store.clock import new_id
 from sessiond.store.errors import AppError
 from sessiond.store.protocol import EventQuery, Store

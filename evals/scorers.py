@@ -29,7 +29,7 @@ import regex
 
 from sessiond.evals.results import ScoreResult
 from sessiond.evals.transcript import Transcript
-from sessiond.runtime.pricing import Price, cost_usd
+from sessiond.runtime.engine.pricing import Price, cost_usd
 from sessiond.runtime.providers import base as pb
 from sessiond.store.errors import AppError, InvalidInputError
 
@@ -125,7 +125,7 @@ class ScoreContext(msgspec.Struct, kw_only=True):
     """What scorers may use besides the transcript."""
 
     models: Any = None
-    """A `Models` (runtime/engine.py) for model-graded scorers; None disables them."""
+    """A `Models` (runtime/engine/loop.py) for model-graded scorers; None disables them."""
     pricing: Mapping[str, Price] = {}
     grader_model: str | None = None
     python_modules: frozenset[str] | None = None

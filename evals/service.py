@@ -23,16 +23,16 @@ from sessiond.evals.results import CaseResult
 from sessiond.evals.runner import AgentRef, CaseRun, CaseRunner
 from sessiond.evals.scorers import ScoreContext, decode_scorers
 from sessiond.evals.suite import parse_suite
-from sessiond.runtime.agent_config import check_metadata
-from sessiond.runtime.agents import AgentService
-from sessiond.runtime.engine import Models
-from sessiond.runtime.environments import CreateEnvironment, EnvironmentService
+from sessiond.runtime.engine.loop import Models
+from sessiond.runtime.engine.pricing import Price
 from sessiond.runtime.limits import Limits, Title, VersionNumber
-from sessiond.runtime.ownership import owned_record
-from sessiond.runtime.pricing import Price
-from sessiond.runtime.sessions import KIND as SESSION_KIND
-from sessiond.runtime.sessions import SessionService, session_doc
-from sessiond.runtime.wire import decode_stored
+from sessiond.runtime.resources.agent_config import check_metadata
+from sessiond.runtime.resources.agents import AgentService
+from sessiond.runtime.resources.environments import CreateEnvironment, EnvironmentService
+from sessiond.runtime.resources.ownership import owned_record
+from sessiond.runtime.resources.sessions import KIND as SESSION_KIND
+from sessiond.runtime.resources.sessions import SessionService, session_doc
+from sessiond.runtime.wire.encoding import decode_stored
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import InvalidInputError, UnavailableError
 from sessiond.store.protocol import NewEvent, Record, RecordQuery, Store, StoredEvent

@@ -28,7 +28,7 @@ import msgspec
 import yaml
 
 from sessiond.evals.scorers import ScorerSpec, decode_scorers
-from sessiond.runtime.pricing import Price
+from sessiond.runtime.engine.pricing import Price
 from sessiond.store.errors import InvalidInputError
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.content import TextBlock
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.content import TextBlock
 
 _CALLS = (ev.AgentToolUse, ev.AgentCustomToolUse, ev.AgentMCPToolUse)
 

@@ -12,24 +12,24 @@ import socket
 from collections.abc import Callable
 from typing import Any, Self
 
-from sessiond.runtime.agents import AgentService
-from sessiond.runtime.deltas import DeltaHub
-from sessiond.runtime.engine import Engine, LiveModels, Models, ModelSource
-from sessiond.runtime.environment_keys import EnvironmentKeys
-from sessiond.runtime.environments import EnvironmentService
-from sessiond.runtime.executor import SessionExecutors
+from sessiond.runtime.engine.deltas import DeltaHub
+from sessiond.runtime.engine.executor import SessionExecutors
+from sessiond.runtime.engine.loop import Engine, LiveModels, Models, ModelSource
+from sessiond.runtime.engine.supervisor import Supervisor
 from sessiond.runtime.providers.resilience import ModelClient
 from sessiond.runtime.providers.routing import Router
+from sessiond.runtime.resources.agents import AgentService
+from sessiond.runtime.resources.environment_keys import EnvironmentKeys
+from sessiond.runtime.resources.environments import EnvironmentService
+from sessiond.runtime.resources.sessions import SessionService
+from sessiond.runtime.resources.work import RemoteExecutor, WorkQueue
+from sessiond.runtime.resources.workspaces import Workspaces
 from sessiond.runtime.sandbox.bwrap import Assets, detect, isolation_warning
 from sessiond.runtime.sandbox.local import LocalExecutor
 from sessiond.runtime.sandbox.network import EgressProxies
 from sessiond.runtime.sandbox.packages import PackageLayers, python_version_of
-from sessiond.runtime.sessions import SessionService
 from sessiond.runtime.settings import Settings
-from sessiond.runtime.supervisor import Supervisor
 from sessiond.runtime.tools.workdirs import Workdirs
-from sessiond.runtime.work import RemoteExecutor, WorkQueue
-from sessiond.runtime.workspaces import Workspaces
 from sessiond.store.backends import open_store
 from sessiond.store.clock import new_id
 from sessiond.store.protocol import Store

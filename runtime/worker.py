@@ -1,6 +1,6 @@
 """`sessiond worker`: the engine alone, no HTTP layer, on a database shared with others.
 
-A worker drives sessions under leases (runtime/supervisor.py) until SIGTERM or SIGINT.
+A worker drives sessions under leases (runtime/engine/supervisor.py) until SIGTERM or SIGINT.
 Then it takes no new session, gives the drives in progress `STOP_DEADLINE_S` to reach a
 rest, and cancels what is left: a cancelled drive writes nothing more (the log still says
 running), gives its lease back at once, and another worker resumes the session from its
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import anyio
 
-from sessiond.runtime.engine import Models, ModelSource
+from sessiond.runtime.engine.loop import Models, ModelSource
 from sessiond.runtime.node import Node, live_models
 from sessiond.runtime.settings import Settings
 from sessiond.store.errors import InvalidInputError

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from hypothesis import strategies as st
 
-from sessiond.runtime import events as ev
+from sessiond.runtime.wire import events as ev
 from sessiond.store.clock import format_ts
 
 AGENT_SNAPSHOT = (

@@ -12,7 +12,7 @@ from sessiond.api.bodies import decode_body, json_response, raw_json_response
 from sessiond.api.listing import record_page
 from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
 from sessiond.api.query import query_int
-from sessiond.runtime.agents import KIND, AgentService, CreateAgent, UpdateAgent
+from sessiond.runtime.resources.agents import KIND, AgentService, CreateAgent, UpdateAgent
 from sessiond.store.errors import InvalidInputError
 
 _encode = msgspec.json.Encoder().encode

@@ -9,7 +9,7 @@ from starlette.routing import Route
 from sessiond.api.auth import workspace_id
 from sessiond.api.bodies import decode_body, json_response
 from sessiond.api.listing import record_page
-from sessiond.runtime.environments import (
+from sessiond.runtime.resources.environments import (
     KIND,
     CreateEnvironment,
     EnvironmentService,

@@ -22,7 +22,7 @@ from sessiond.api.sse import event_source, tail
 from sessiond.evals.replay import replay_stored
 from sessiond.evals.scorers import ScoreContext, decode_scorers
 from sessiond.evals.service import KIND, EvalService, StartEval
-from sessiond.runtime.wire import to_wire
+from sessiond.runtime.wire.encoding import to_wire
 from sessiond.store.errors import InvalidInputError, NotFoundError
 from sessiond.store.protocol import EventQuery
 

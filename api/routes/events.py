@@ -12,9 +12,9 @@ from sessiond.api.bodies import decode_body, raw_json_response
 from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
 from sessiond.api.query import query_choice, query_int, query_list, query_time_range
 from sessiond.api.sse import event_source, tail
-from sessiond.runtime.events import EVENT_TYPES
-from sessiond.runtime.params import SendEvents
-from sessiond.runtime.wire import to_wire
+from sessiond.runtime.wire.encoding import to_wire
+from sessiond.runtime.wire.events import EVENT_TYPES
+from sessiond.runtime.wire.params import SendEvents
 from sessiond.store.errors import InvalidInputError, NotFoundError
 from sessiond.store.protocol import EventQuery
 

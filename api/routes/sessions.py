@@ -11,7 +11,7 @@ from sessiond.api.auth import workspace_id
 from sessiond.api.bodies import decode_body, json_response, raw_json_response
 from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
 from sessiond.api.query import query_bool, query_choice, query_int, query_list, query_time_range
-from sessiond.runtime.sessions import (
+from sessiond.runtime.resources.sessions import (
     CreateSession,
     ForkSession,
     ImportSession,
@@ -19,7 +19,7 @@ from sessiond.runtime.sessions import (
     session_doc,
     to_session,
 )
-from sessiond.runtime.transfer import session_export
+from sessiond.runtime.resources.transfer import session_export
 from sessiond.store.errors import InvalidInputError
 from sessiond.store.protocol import RecordQuery
 
@@ -61,7 +61,7 @@ async def fork_session(request: Request) -> Response:
 
 
 async def export_session(request: Request) -> Response:
-    """Our extension: the session as a `SessionExport` (runtime/transfer.py), which
+    """Our extension: the session as a `SessionExport` (runtime/resources/transfer.py), which
     `POST /v1/sessions/import` takes and `sessiond eval replay FILE` replays."""
     ws = await workspace_id(request)
     session_id = request.path_params["session_id"]

@@ -1,6 +1,6 @@
 """`/v1/environments/{id}/work…`: the work API of self-hosted environments (§2.7), and
 `/v1/environments/{id}/keys…`: their environment keys (our extension, see
-runtime/environment_keys.py). Which credential may call what is decided in api/auth.py."""
+runtime/resources/environment_keys.py). Which credential may call what is decided in api/auth.py."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from sessiond.api.auth import principal, require_workspace_key, workspace_id
 from sessiond.api.bodies import decode_body, json_response, raw_json_response
 from sessiond.api.listing import record_page
 from sessiond.api.query import query_int
-from sessiond.runtime.environment_keys import KIND as KEY_KIND
-from sessiond.runtime.environment_keys import CreateEnvironmentKey, EnvironmentKeys
-from sessiond.runtime.work import KIND, StopWork, UpdateWork, WorkQueue
-from sessiond.runtime.workspaces import REVOKED_TOPIC
+from sessiond.runtime.resources.environment_keys import KIND as KEY_KIND
+from sessiond.runtime.resources.environment_keys import CreateEnvironmentKey, EnvironmentKeys
+from sessiond.runtime.resources.work import KIND, StopWork, UpdateWork, WorkQueue
+from sessiond.runtime.resources.workspaces import REVOKED_TOPIC
 from sessiond.store.errors import InvalidInputError
 
 

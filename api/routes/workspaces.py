@@ -13,7 +13,7 @@ from starlette.routing import Route
 from sessiond.api.auth import require_admin
 from sessiond.api.bodies import decode_body, json_response
 from sessiond.api.listing import record_page
-from sessiond.runtime.workspaces import REVOKED_TOPIC, CreateApiKey, CreateWorkspace
+from sessiond.runtime.resources.workspaces import REVOKED_TOPIC, CreateApiKey, CreateWorkspace
 
 
 async def create_workspace(request: Request) -> Response:

@@ -17,10 +17,8 @@ from typing import Any
 
 import anyio
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.environments import CloudConfig, EnvironmentService, Limited
-from sessiond.runtime.error_objects import RetryStatusRetrying, UnknownErrorObject
-from sessiond.runtime.executor import Report
+from sessiond.runtime.engine.executor import Report
+from sessiond.runtime.resources.environments import CloudConfig, EnvironmentService, Limited
 from sessiond.runtime.sandbox.bwrap import (
     Assets,
     Network,
@@ -33,6 +31,8 @@ from sessiond.runtime.sandbox.network import EgressProxies
 from sessiond.runtime.sandbox.packages import PackageInstallError, PackageLayers, wanted
 from sessiond.runtime.tools.toolset import HostPlace, Place, ToolLimits, ToolOutcome, run_tool
 from sessiond.runtime.tools.workdirs import Workdirs
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.error_objects import RetryStatusRetrying, UnknownErrorObject
 from sessiond.store.errors import NotFoundError, UnavailableError
 
 log = logging.getLogger("sessiond.sandbox")

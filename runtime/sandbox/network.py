@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sessiond.runtime.environments import Limited
+from sessiond.runtime.resources.environments import Limited
 from sessiond.runtime.sandbox.egress import EgressPolicy, EgressProxy
 
 PACKAGE_REGISTRIES = (

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import anyio
 
-from sessiond.runtime.environments import Packages
+from sessiond.runtime.resources.environments import Packages
 from sessiond.store.errors import InvalidInputError
 
 log = logging.getLogger("sessiond.packages")

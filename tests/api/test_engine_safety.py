@@ -21,12 +21,12 @@ from fakes.running import ThreadedServer
 from fakes.scripts import Reply, Script
 from harness import ADMIN_KEY, RunningServer, make_config, user_message
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.content import TextBlock
 from sessiond.runtime.providers.routing import ProviderConfig
 from sessiond.runtime.providers.scripted import ScriptedCall, ScriptStep
-from sessiond.runtime.sessions import project_client_input
-from sessiond.runtime.wire import encode_body
+from sessiond.runtime.resources.sessions import project_client_input
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.content import TextBlock
+from sessiond.runtime.wire.encoding import encode_body
 from sessiond.store.protocol import NewEvent
 
 LIMIT = 3

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from sessiond.api.sse import tail
-from sessiond.runtime.wire import to_wire
+from sessiond.runtime.wire.encoding import to_wire
 from sessiond.store.protocol import NewEvent, Record
 from sessiond.store.sqlite import SQLiteStore
 

@@ -73,7 +73,7 @@ def record(name: str, scenario: dict[str, Any], server: Any) -> dict[str, Any]:
 
     from sessiond.evals.replay import replay_exported
     from sessiond.evals.scorers import decode_scorers
-    from sessiond.runtime.transfer import SessionExport
+    from sessiond.runtime.resources.transfer import SessionExport
 
     with sdk(server) as client, http(server) as h:
         agent = toolset_agent(client, **scenario.get("agent", {}))

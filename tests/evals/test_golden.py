@@ -15,8 +15,8 @@ from harness import RunningServer
 
 from sessiond.evals.replay import replay_exported
 from sessiond.evals.scorers import decode_scorers
-from sessiond.runtime.sessions import ImportSession
-from sessiond.runtime.transfer import SessionExport
+from sessiond.runtime.resources.sessions import ImportSession
+from sessiond.runtime.resources.transfer import SessionExport
 
 ASK = [  # the `confirmed` recording's tools (tests/evals/record_golden.py)
     {

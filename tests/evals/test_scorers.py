@@ -12,11 +12,11 @@ from fakes.scripts import Reply, Script
 
 from sessiond.evals.scorers import ScoreContext, decode_scorers, score
 from sessiond.evals.transcript import Transcript, build_transcript
-from sessiond.runtime import events as ev
-from sessiond.runtime.content import TextBlock
 from sessiond.runtime.providers.resilience import ModelClient, RetryPolicy
 from sessiond.runtime.providers.routing import ProviderConfig, Router
-from sessiond.runtime.usage import SpanModelUsage
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.content import TextBlock
+from sessiond.runtime.wire.usage import SpanModelUsage
 from sessiond.store.errors import InvalidInputError
 
 pytestmark = pytest.mark.anyio

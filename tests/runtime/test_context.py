@@ -5,9 +5,9 @@ from __future__ import annotations
 from event_strategies import stored_logs
 from hypothesis import given
 
-from sessiond.runtime.agent_tools import agent_tools
-from sessiond.runtime.context import build_messages, build_request
+from sessiond.runtime.engine.context import build_messages, build_request
 from sessiond.runtime.providers import base as pb
+from sessiond.runtime.resources.agent_tools import agent_tools
 
 _AGENT = (
     b'{"id":"agent_1","model":{"id":"claude-x"},"system":"sys",'
@@ -51,9 +51,9 @@ def _text(message: pb.Message) -> list[str]:
 def test_text_sent_during_a_model_request_follows_its_response() -> None:
     """The request did not contain it, so the next one must not show it before the reply
     (a trailing assistant turn would read as a prefill)."""
-    from sessiond.runtime import events as ev
-    from sessiond.runtime.content import TextBlock
-    from sessiond.runtime.usage import SpanModelUsage
+    from sessiond.runtime.wire import events as ev
+    from sessiond.runtime.wire.content import TextBlock
+    from sessiond.runtime.wire.usage import SpanModelUsage
 
     usage = SpanModelUsage(
         input_tokens=1, output_tokens=1, cache_creation_input_tokens=0, cache_read_input_tokens=0

@@ -18,11 +18,17 @@ from event_strategies import events_of, strategy_for
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.content import ImageBlock, TextBlock, URLSource
-from sessiond.runtime.error_objects import ModelOverloadedErrorObject, RetryStatusRetrying
-from sessiond.runtime.usage import SpanModelUsage
-from sessiond.runtime.wire import decode_event, decode_stored, encode_body, encode_preview, to_wire
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.content import ImageBlock, TextBlock, URLSource
+from sessiond.runtime.wire.encoding import (
+    decode_event,
+    decode_stored,
+    encode_body,
+    encode_preview,
+    to_wire,
+)
+from sessiond.runtime.wire.error_objects import ModelOverloadedErrorObject, RetryStatusRetrying
+from sessiond.runtime.wire.usage import SpanModelUsage
 from sessiond.store.protocol import StoredEvent
 
 _SDK_EVENTS: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(BetaManagedAgentsSessionEvent)

@@ -10,9 +10,9 @@ from event_strategies import events_of, stored_logs
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.fold import OutcomeEvaluation, SessionState, fold, fold_all
-from sessiond.runtime.usage import (
+from sessiond.runtime.engine.fold import OutcomeEvaluation, SessionState, fold, fold_all
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.usage import (
     CacheCreationUsage,
     MonetaryAmount,
     SessionUsageSnapshot,

@@ -12,10 +12,10 @@ from event_strategies import strategy_for
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessiond.runtime import events as ev
-from sessiond.runtime import params as pm
-from sessiond.runtime.content import SearchResultBlock, TextBlock
-from sessiond.runtime.wire import decode_stored, encode_body
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire import params as pm
+from sessiond.runtime.wire.content import SearchResultBlock, TextBlock
+from sessiond.runtime.wire.encoding import decode_stored, encode_body
 from sessiond.store.errors import InvalidInputError
 from sessiond.store.protocol import StoredEvent
 

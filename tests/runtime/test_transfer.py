@@ -20,7 +20,7 @@ from harness import RunningServer, user_message
 from pg_harness import drop_schema, new_schema, postgres_dsn
 
 from sessiond.evals.replay import replay_exported
-from sessiond.runtime.transfer import (
+from sessiond.runtime.resources.transfer import (
     FORMAT_VERSION,
     KINDS,
     STREAM_KINDS,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.content import TextBlock
-from sessiond.runtime.turns import (
+from sessiond.runtime.engine.turns import (
     AwaitAction,
     CallModel,
     DenyTools,
@@ -15,7 +13,9 @@ from sessiond.runtime.turns import (
     RunTools,
     plan,
 )
-from sessiond.runtime.usage import SpanModelUsage
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.content import TextBlock
+from sessiond.runtime.wire.usage import SpanModelUsage
 
 _counter = iter(range(1, 10_000))
 

@@ -13,28 +13,28 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.agent_config import MCPToolset
-from sessiond.runtime.agents import AgentService, SessionAgent
-from sessiond.runtime.environments import (
+from sessiond.runtime.engine.fold import OutcomeEvaluation, SessionState, awaits_result, fold
+from sessiond.runtime.faults import crash_point
+from sessiond.runtime.limits import Limits, Title
+from sessiond.runtime.resources.agent_config import MCPToolset
+from sessiond.runtime.resources.agents import AgentService, SessionAgent
+from sessiond.runtime.resources.environments import (
     CloudConfig,
     Environment,
     EnvironmentService,
     Limited,
     SelfHostedConfig,
 )
-from sessiond.runtime.faults import crash_point
-from sessiond.runtime.fold import OutcomeEvaluation, SessionState, awaits_result, fold
-from sessiond.runtime.limits import Limits, Title
-from sessiond.runtime.log_check import check_log
-from sessiond.runtime.ownership import owned_record
-from sessiond.runtime.params import SendEvents, validate_initial_events, validate_send
+from sessiond.runtime.resources.log_check import check_log
+from sessiond.runtime.resources.ownership import owned_record
+from sessiond.runtime.resources.transfer import SessionExport
+from sessiond.runtime.resources.work import WorkQueue
 from sessiond.runtime.sandbox.packages import check_packages
 from sessiond.runtime.tools.workdirs import Workdirs
-from sessiond.runtime.transfer import SessionExport
-from sessiond.runtime.usage import BudgetLimit, check_budget
-from sessiond.runtime.wire import decode_event, decode_stored, encode_body
-from sessiond.runtime.work import WorkQueue
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.encoding import decode_event, decode_stored, encode_body
+from sessiond.runtime.wire.params import SendEvents, validate_initial_events, validate_send
+from sessiond.runtime.wire.usage import BudgetLimit, check_budget
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
 from sessiond.store.protocol import (
@@ -521,7 +521,7 @@ class SessionService:
 
     async def import_log(self, workspace_id: str, params: ImportSession) -> Session:
         """A new session holding a log exported elsewhere (a `SessionExport`), with fresh
-        ids, checked (runtime/log_check.py) before anything is written. It starts from the
+        ids, checked (runtime/resources/log_check.py) before anything is written. It starts from the
         exported session object's title and metadata (the export's `initial` is not read).
         It pins an agent of this workspace, never the exported snapshot, and is inert: the
         engine runs nothing in it until a client sends to it, and then plans from the

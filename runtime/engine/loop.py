@@ -1,11 +1,11 @@
 """The turn loop: read the log, ask the planner for the next step, do it, append, repeat.
 
 Every step ends in an append, and the next step is planned from the log again, so a
-crash between any two steps resumes exactly where the log says (see `runtime/turns.py`).
+crash between any two steps resumes exactly where the log says (see `runtime/engine/turns.py`).
 A model response is appended atomically (message, tool calls and the span end in one
 append), so a log never holds half a response.
 
-Interrupts cancel the drive's scope (see `runtime/supervisor.py`); the supervisor then
+Interrupts cancel the drive's scope (see `runtime/engine/supervisor.py`); the supervisor then
 calls `close_interrupted` to end the open model request and go idle. A shutdown cancels
 too, but writes nothing: the log still says "running", so the next start resumes the turn.
 """
@@ -20,26 +20,11 @@ from typing import Protocol
 import anyio
 import msgspec
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.agent_tools import AgentTools, agent_tools
-from sessiond.runtime.content import AgentContent, TextBlock
-from sessiond.runtime.context import build_request
-from sessiond.runtime.deltas import DeltaHub, Preview
-from sessiond.runtime.error_objects import (
-    BillingErrorObject,
-    ModelOverloadedErrorObject,
-    ModelRateLimitedErrorObject,
-    ModelRequestFailedErrorObject,
-    RetryStatusExhausted,
-    RetryStatusRetrying,
-    ToolUseLimitReachedErrorObject,
-    UnknownErrorObject,
-)
-from sessiond.runtime.executor import Executors
-from sessiond.runtime.pricing import cost_micro_usd, price_of
-from sessiond.runtime.providers import base as pb
-from sessiond.runtime.sessions import KIND, SessionDoc, project_session, session_doc
-from sessiond.runtime.turns import (
+from sessiond.runtime.engine.context import build_request
+from sessiond.runtime.engine.deltas import DeltaHub, Preview
+from sessiond.runtime.engine.executor import Executors
+from sessiond.runtime.engine.pricing import cost_micro_usd, price_of
+from sessiond.runtime.engine.turns import (
     MAX_MODEL_REQUESTS_PER_TURN,
     AwaitAction,
     CallModel,
@@ -49,8 +34,28 @@ from sessiond.runtime.turns import (
     Step,
     plan,
 )
-from sessiond.runtime.usage import BudgetLimit, MonetaryAmount, SessionUsageSnapshot, SpanModelUsage
-from sessiond.runtime.wire import decode_stored, encode_body, encode_preview
+from sessiond.runtime.providers import base as pb
+from sessiond.runtime.resources.agent_tools import AgentTools, agent_tools
+from sessiond.runtime.resources.sessions import KIND, SessionDoc, project_session, session_doc
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.content import AgentContent, TextBlock
+from sessiond.runtime.wire.encoding import decode_stored, encode_body, encode_preview
+from sessiond.runtime.wire.error_objects import (
+    BillingErrorObject,
+    ModelOverloadedErrorObject,
+    ModelRateLimitedErrorObject,
+    ModelRequestFailedErrorObject,
+    RetryStatusExhausted,
+    RetryStatusRetrying,
+    ToolUseLimitReachedErrorObject,
+    UnknownErrorObject,
+)
+from sessiond.runtime.wire.usage import (
+    BudgetLimit,
+    MonetaryAmount,
+    SessionUsageSnapshot,
+    SpanModelUsage,
+)
 from sessiond.store.clock import new_id
 from sessiond.store.errors import AppError, ConflictError, InvalidInputError, UnavailableError
 from sessiond.store.protocol import EventQuery, Fence, NewEvent, Store

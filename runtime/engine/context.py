@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.agent_tools import AgentTools
-from sessiond.runtime.content import TextBlock
 from sessiond.runtime.providers import base as pb
+from sessiond.runtime.resources.agent_tools import AgentTools
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.content import TextBlock
 
 DEFAULT_MAX_TOKENS = 8192
 _MISSING_RESULT = "(no result: the tool call was interrupted)"

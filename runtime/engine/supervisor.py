@@ -10,7 +10,7 @@ the drive's last check and its removal there is no await, so no wake can fall be
 Two wakes at once start one drive: the session is marked active before the first awaits.
 
 Nothing depends on a wake arriving. The projection marks a session *due* (`Record.due`,
-runtime/sessions.py) while a turn is in flight or client input waits that no step took
+runtime/resources/sessions.py) while a turn is in flight or client input waits that no step took
 up, and due sessions are found through an index of the due rows alone: on start, every
 due session is driven (those a crash left running are first marked
 `session.status_rescheduled`), and every `sweep_s` the supervisor drives due sessions
@@ -42,15 +42,15 @@ from collections.abc import Sequence
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.engine import Engine
-from sessiond.runtime.error_objects import (
+from sessiond.runtime.engine.loop import Engine
+from sessiond.runtime.resources.sessions import KIND, project_session
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.encoding import encode_body
+from sessiond.runtime.wire.error_objects import (
     RetryStatusExhausted,
     RetryStatusRetrying,
     UnknownErrorObject,
 )
-from sessiond.runtime.sessions import KIND, project_session
-from sessiond.runtime.wire import encode_body
 from sessiond.store.errors import ConflictError, NotFoundError
 from sessiond.store.protocol import EventQuery, Fence, Lease, NewEvent, Record, RecordQuery, Store
 

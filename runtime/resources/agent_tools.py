@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from sessiond.runtime import events as ev
+from sessiond.runtime.wire import events as ev
 
 Permission = Literal["allow", "ask", "deny"]
 

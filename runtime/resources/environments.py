@@ -11,9 +11,9 @@ from typing import Literal
 
 import msgspec
 
-from sessiond.runtime.agent_config import check_metadata, patch_metadata
 from sessiond.runtime.limits import Description, Name
-from sessiond.runtime.ownership import owned_record
+from sessiond.runtime.resources.agent_config import check_metadata, patch_metadata
+from sessiond.runtime.resources.ownership import owned_record
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError
 from sessiond.store.protocol import Record, RecordQuery, Store

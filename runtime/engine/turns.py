@@ -34,8 +34,8 @@ from collections.abc import Sequence
 
 import msgspec
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.agent_tools import AgentTools
+from sessiond.runtime.resources.agent_tools import AgentTools
+from sessiond.runtime.wire import events as ev
 
 MAX_MODEL_REQUESTS_PER_TURN = 200
 """Model requests one turn may make before it is stopped (a model that keeps calling tools)."""

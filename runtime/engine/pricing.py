@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from sessiond.runtime.usage import SpanModelUsage
+from sessiond.runtime.wire.usage import SpanModelUsage
 
 CACHE_WRITE_FACTOR = 1.25
 CACHE_READ_FACTOR = 0.1

@@ -11,7 +11,7 @@ event at a time. A tagged union would reject `{"type": "agent.message"}` as mere
 "invalid value"; decoding each event ourselves names it as a server-only type and keeps the
 `$.events[i]…` path in every message, for `initial_events` as well.
 
-Nested content blocks are shared with the stored events (`runtime/content.py`) and so do not
+Nested content blocks are shared with the stored events (`runtime/wire/content.py`) and so do not
 forbid unknown fields; which blocks may appear in which event is still enforced.
 """
 
@@ -24,8 +24,8 @@ from typing import Literal, NoReturn
 
 import msgspec
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.content import SystemContent, ToolResultContent, UserContent
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.content import SystemContent, ToolResultContent, UserContent
 from sessiond.store.clock import new_id
 from sessiond.store.errors import InvalidInputError
 

@@ -29,12 +29,12 @@ from typing import Any, Literal
 import anyio
 import msgspec
 
-from sessiond.runtime.agent_config import patch_metadata
-from sessiond.runtime.environments import KIND as ENVIRONMENT_KIND
-from sessiond.runtime.environments import EnvironmentService, SelfHostedConfig
-from sessiond.runtime.executor import Report
+from sessiond.runtime.engine.executor import Report
+from sessiond.runtime.resources.agent_config import patch_metadata
+from sessiond.runtime.resources.environments import KIND as ENVIRONMENT_KIND
+from sessiond.runtime.resources.environments import EnvironmentService, SelfHostedConfig
+from sessiond.runtime.resources.workspaces import REVOKED_TOPIC
 from sessiond.runtime.tools.toolset import ToolOutcome
-from sessiond.runtime.workspaces import REVOKED_TOPIC
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import (
     ConflictError,

@@ -5,7 +5,7 @@ hold together the way a log this server wrote does: every event has a unique id 
 server's alphabet; every span end closes one earlier start; every result, confirmation
 and `requires_action` names an earlier event of the right kind. What the checks cannot
 tell (that the events really happened) does not matter for safety: the engine decides
-what may run from the pinned agent alone (runtime/turns.py), never from the log, and the
+what may run from the pinned agent alone (runtime/engine/turns.py), never from the log, and the
 store stamps each event with the import's own time.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sessiond.runtime import events as ev
+from sessiond.runtime.wire import events as ev
 from sessiond.store.errors import InvalidInputError
 
 MAX_IMPORTED_EVENTS = 100_000

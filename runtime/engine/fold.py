@@ -41,8 +41,8 @@ from typing import Literal
 
 import msgspec
 
-from sessiond.runtime import events as ev
-from sessiond.runtime.usage import CacheCreationUsage, SessionUsageSnapshot, SpanModelUsage
+from sessiond.runtime.wire import events as ev
+from sessiond.runtime.wire.usage import CacheCreationUsage, SessionUsageSnapshot, SpanModelUsage
 
 SessionStatus = Literal["idle", "running", "rescheduling", "terminated"]
 

@@ -3,7 +3,7 @@
 The engine asks the session's `Executor` to run each agent-toolset call and never learns
 where it ran. Two kinds stand behind it: the local sandbox on this host (cloud
 environments, runtime/sandbox/local.py) and the user's own workers (self-hosted
-environments, runtime/work.py), which are `remote`: their results arrive as the client's
+environments, runtime/resources/work.py), which are `remote`: their results arrive as the client's
 `user.tool_result` events, so the engine waits for them (`requires_action`) instead of
 running anything, and the executor's `hand_over` makes sure a worker will come.
 Interrupts and timeouts are the same for both: a cancelled `run` kills what it started,
@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from sessiond.runtime import events as ev
 from sessiond.runtime.tools.toolset import ToolOutcome
+from sessiond.runtime.wire import events as ev
 
 Report = Callable[[Sequence[ev.EventBase]], Awaitable[None]]
 """Appends events to the session's log (an executor's progress, say)."""

@@ -9,7 +9,7 @@ Field names and shapes follow the SDK models in `anthropic.types.beta(.sessions)
   time it is sent, so it lives only on streams, like the `event_start` / `event_delta`
   previews. `StreamEvent` is everything a stream may carry.
 * `id` and `processed_at` are assigned by the store (public id and `recorded_at`). They are
-  not part of the stored body; `runtime/wire.py` splices them in on the way out.
+  not part of the stored body; `runtime/wire/encoding.py` splices them in on the way out.
 
 Event Structs do not forbid unknown fields, so older code reads newer logs. Every field
 added later must have a default.
@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from sessiond.runtime.content import (
+from sessiond.runtime.wire.content import (
     AgentContent,
     SystemContent,
     TextBlock,
@@ -30,8 +30,8 @@ from sessiond.runtime.content import (
     ToolResultContent,
     UserContent,
 )
-from sessiond.runtime.error_objects import SessionErrorObject, WorkflowRunErrorObject
-from sessiond.runtime.usage import BudgetLimit, SessionUsageSnapshot, SpanModelUsage
+from sessiond.runtime.wire.error_objects import SessionErrorObject, WorkflowRunErrorObject
+from sessiond.runtime.wire.usage import BudgetLimit, SessionUsageSnapshot, SpanModelUsage
 
 
 # Every subclass below repeats `frozen=True, kw_only=True`: msgspec applies `kw_only` only to

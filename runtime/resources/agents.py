@@ -12,7 +12,8 @@ from typing import Literal
 
 import msgspec
 
-from sessiond.runtime.agent_config import (
+from sessiond.runtime.limits import Description, Name, SystemPrompt, VersionNumber
+from sessiond.runtime.resources.agent_config import (
     AnthropicSkillParams,
     CustomSkillParams,
     ExecutionIdentity,
@@ -30,8 +31,7 @@ from sessiond.runtime.agent_config import (
     resolve_skills,
     resolve_tools,
 )
-from sessiond.runtime.limits import Description, Name, SystemPrompt, VersionNumber
-from sessiond.runtime.ownership import owned_record
+from sessiond.runtime.resources.ownership import owned_record
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
 from sessiond.store.protocol import Record, RecordQuery, Store, Version

@@ -48,8 +48,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 
 import msgspec
 
-from sessiond.runtime.fold import SessionState
-from sessiond.runtime.wire import to_wire
+from sessiond.runtime.engine.fold import SessionState
+from sessiond.runtime.wire.encoding import to_wire
 from sessiond.store.clock import now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
 from sessiond.store.protocol import EventQuery, Record, RecordQuery, Store, StoredEvent, Version

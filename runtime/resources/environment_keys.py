@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from sessiond.runtime.environments import EnvironmentService, SelfHostedConfig
+from sessiond.runtime.resources.environments import EnvironmentService, SelfHostedConfig
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
 from sessiond.store.protocol import Record, RecordQuery, Store

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from sessiond.runtime.events import EventBase, SessionEvent, StreamPreview
+from sessiond.runtime.wire.events import EventBase, SessionEvent, StreamPreview
 from sessiond.store.protocol import StoredEvent
 
 _encode = msgspec.json.Encoder().encode
