@@ -14,6 +14,7 @@ import re
 
 from starlette.requests import Request
 
+from sessiond.api.services import services
 from sessiond.runtime.resources.environment_keys import PREFIX as ENVIRONMENT_KEY_PREFIX
 from sessiond.runtime.resources.workspaces import Principal
 from sessiond.store.errors import (
@@ -52,7 +53,7 @@ async def principal(request: Request) -> Principal:
     header = request.headers.get("anthropic-workspace-id")
     found = await _scoped(request, secret) if secret else None
     if found is None:
-        found = await request.app.state.services.workspaces.authenticate(secret, header)
+        found = await services(request).workspaces.authenticate(secret, header)
     elif header and header != found.workspace_id:
         raise PermissionDeniedError(
             "this key belongs to another workspace than `anthropic-workspace-id` names",
@@ -101,9 +102,9 @@ def worker_may_send(found: Principal, event_types: list[str]) -> None:
 async def _scoped(request: Request, secret: str) -> Principal | None:
     """The principal of an environment key or a sessions token, None for anything else;
     an unknown or revoked one is refused like a bad API key."""
-    services = request.app.state.services
+    svc = services(request)
     if secret.startswith(ENVIRONMENT_KEY_PREFIX):
-        resolved = await services.environment_keys.resolve(secret)
+        resolved = await svc.environment_keys.resolve(secret)
         if resolved is None:
             raise AuthenticationError(
                 "invalid or revoked environment key", code="invalid_environment_key"
@@ -116,10 +117,10 @@ async def _scoped(request: Request, secret: str) -> Principal | None:
             environment_id=key.environment_id,
         )
     if secret.startswith(_TOKEN_PREFIX):
-        token = await services.work.token(secret)
+        token = await svc.work.token(secret)
         if token is None or (
             token.issued_by is not None
-            and await services.environment_keys.revoked(token.environment_id, token.issued_by)
+            and await svc.environment_keys.revoked(token.environment_id, token.issued_by)
         ):
             raise AuthenticationError(
                 "invalid sessions token: its work item stopped or was delivered again, or "
@@ -159,12 +160,12 @@ async def _check_scope(request: Request, found: Principal) -> None:
         if allowed and found.scope == "session" and session_id == found.session_id:
             return
         if allowed and found.scope == "environment":
-            services = request.app.state.services
+            svc = services(request)
             try:
-                record = await services.sessions.get_record(found.workspace_id, session_id)
+                record = await svc.sessions.get_record(found.workspace_id, session_id)
             except NotFoundError:
                 raise _hidden(request) from None
-            if services.sessions.environment_of(record) == found.environment_id:
+            if svc.sessions.environment_of(record) == found.environment_id:
                 return
     raise _hidden(request)
 

@@ -10,9 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sessiond.api.bodies import raw_json_response
-from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
+from sessiond.api.pagination import encode_cursor, keyset_cursor, page_body
 from sessiond.api.query import query_bool, query_int, query_time_range
-from sessiond.store.errors import InvalidInputError
 from sessiond.store.protocol import RecordQuery
 
 _encode = msgspec.json.Encoder().encode
@@ -30,13 +29,7 @@ async def record_page(
 ) -> Response:
     """`limit`, `page`, `include_archived`, `created_at[...]`; newest first by default."""
     limit = query_int(request, "limit", default=20, maximum=max_limit) or 20
-    after: tuple[str, str] | None = None
-    page = request.query_params.get("page")
-    if page:
-        parts = decode_cursor(page)
-        if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
-            raise InvalidInputError("page: malformed cursor", code="invalid_cursor")
-        after = (parts[0], parts[1])
+    after = keyset_cursor(request)
     bounds = query_time_range(request)
     query = RecordQuery(
         kind=kind,

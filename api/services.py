@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from starlette.requests import Request
+
 from sessiond.api.config import Config
 from sessiond.evals.cassette import CassetteModels
 from sessiond.evals.service import EvalService
@@ -37,3 +39,9 @@ class Services(Node):
     async def stop(self) -> None:
         """Close providers, flush and close the store."""
         await self.close()
+
+
+def services(request: Request) -> Services:
+    """The app's services, typed (handlers reach every service through this)."""
+    found: Services = request.app.state.services
+    return found

@@ -17,7 +17,7 @@ from sessiond.evals.results import ScoreResult
 from sessiond.evals.scorers import ScoreContext, ScorerSpec, score_all
 from sessiond.evals.transcript import build_transcript
 from sessiond.runtime.engine.fold import SessionState, fold_all
-from sessiond.runtime.resources.ownership import owned_record
+from sessiond.runtime.resources.records import owned_record
 from sessiond.runtime.resources.sessions import KIND, session_doc
 from sessiond.runtime.resources.transfer import InitialState, SessionExport
 from sessiond.runtime.wire import events as ev

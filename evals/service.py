@@ -29,7 +29,7 @@ from sessiond.runtime.limits import Limits, Title, VersionNumber
 from sessiond.runtime.resources.agent_config import check_metadata
 from sessiond.runtime.resources.agents import AgentService
 from sessiond.runtime.resources.environments import CreateEnvironment, EnvironmentService
-from sessiond.runtime.resources.ownership import owned_record
+from sessiond.runtime.resources.records import owned_record
 from sessiond.runtime.resources.sessions import KIND as SESSION_KIND
 from sessiond.runtime.resources.sessions import SessionService, session_doc
 from sessiond.runtime.wire.encoding import decode_stored

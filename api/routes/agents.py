@@ -10,16 +10,16 @@ from starlette.routing import Route
 from sessiond.api.auth import workspace_id
 from sessiond.api.bodies import decode_body, json_response, raw_json_response
 from sessiond.api.listing import record_page
-from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
+from sessiond.api.pagination import encode_cursor, page_body, seq_cursor
 from sessiond.api.query import query_int
+from sessiond.api.services import services
 from sessiond.runtime.resources.agents import KIND, AgentService, CreateAgent, UpdateAgent
-from sessiond.store.errors import InvalidInputError
 
 _encode = msgspec.json.Encoder().encode
 
 
 def _agents(request: Request) -> AgentService:
-    return request.app.state.services.agents  # type: ignore[no-any-return]
+    return services(request).agents
 
 
 async def create_agent(request: Request) -> Response:
@@ -59,13 +59,7 @@ async def list_versions(request: Request) -> Response:
     """Every version, oldest first."""
     ws = await workspace_id(request)
     limit = query_int(request, "limit", default=20, maximum=100) or 20
-    after = 0
-    page = request.query_params.get("page")
-    if page:
-        parts = decode_cursor(page)
-        if len(parts) != 1 or not isinstance(parts[0], int):
-            raise InvalidInputError("page: malformed cursor", code="invalid_cursor")
-        after = parts[0]
+    after = seq_cursor(request) or 0
     versions = await _agents(request).list_versions(
         ws, request.path_params["agent_id"], after_version=after, limit=limit + 1
     )

@@ -9,6 +9,7 @@ from starlette.routing import Route
 from sessiond.api.auth import workspace_id
 from sessiond.api.bodies import decode_body, json_response
 from sessiond.api.listing import record_page
+from sessiond.api.services import services
 from sessiond.runtime.resources.environments import (
     KIND,
     CreateEnvironment,
@@ -18,7 +19,7 @@ from sessiond.runtime.resources.environments import (
 
 
 def _environments(request: Request) -> EnvironmentService:
-    return request.app.state.services.environments  # type: ignore[no-any-return]
+    return services(request).environments
 
 
 async def create_environment(request: Request) -> Response:

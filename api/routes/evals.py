@@ -16,8 +16,9 @@ from starlette.routing import Route
 from sessiond.api.auth import workspace_id
 from sessiond.api.bodies import decode_body, json_response, raw_json_response
 from sessiond.api.listing import record_page
-from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
+from sessiond.api.pagination import encode_cursor, page_body, seq_cursor
 from sessiond.api.query import query_int
+from sessiond.api.services import services
 from sessiond.api.sse import event_source, tail
 from sessiond.evals.replay import replay_stored
 from sessiond.evals.scorers import ScoreContext, decode_scorers
@@ -30,7 +31,7 @@ _CLOSING = frozenset({"eval.run_finished"})
 
 
 def _evals(request: Request) -> EvalService:
-    return request.app.state.services.evals  # type: ignore[no-any-return]
+    return services(request).evals
 
 
 async def start_eval(request: Request) -> Response:
@@ -64,14 +65,8 @@ async def list_eval_events(request: Request) -> Response:
     run_id = request.path_params["run_id"]
     await _evals(request).retrieve(ws, run_id, results=False)
     limit = query_int(request, "limit", default=100, maximum=1000) or 100
-    after_seq = 0
-    page = request.query_params.get("page")
-    if page:
-        parts = decode_cursor(page)
-        if len(parts) != 1 or not isinstance(parts[0], int) or parts[0] < 0:
-            raise InvalidInputError("page: malformed cursor", code="invalid_cursor")
-        after_seq = parts[0]
-    store = request.app.state.services.store
+    after_seq = seq_cursor(request) or 0
+    store = services(request).store
     stored = await store.read(run_id, EventQuery(after_seq=after_seq, limit=limit + 1))
     more = len(stored) > limit
     stored = stored[:limit]
@@ -84,12 +79,12 @@ async def stream_eval_events(request: Request) -> Response:
     ws = await workspace_id(request)
     run_id = request.path_params["run_id"]
     await _evals(request).retrieve(ws, run_id, results=False)
-    services = request.app.state.services
+    svc = services(request)
     event_id = request.headers.get("last-event-id") or request.query_params.get("after")
     after_seq: int
     if event_id:
         try:
-            stored = await services.store.get_event(event_id)
+            stored = await svc.store.get_event(event_id)
         except NotFoundError:
             stored = None
         if stored is None or stored.session_id != run_id:
@@ -98,11 +93,11 @@ async def stream_eval_events(request: Request) -> Response:
             )
         after_seq = stored.seq
     elif request.query_params.get("from") == "live":
-        after_seq = await services.store.last_seq(run_id)
+        after_seq = await svc.store.last_seq(run_id)
     else:
         after_seq = 0  # progress streams replay from the start unless asked otherwise
     body = tail(
-        services.store,
+        svc.store,
         run_id,
         after_seq=after_seq,
         draining=request.app.state.draining,
@@ -140,7 +135,7 @@ async def eval_report(request: Request) -> Response:
 
 async def _flip_diffs(request: Request, report: Any, diff_sessions: Any) -> dict[str, Any]:
     """Event diffs of the first session pair of every case that flipped."""
-    store = request.app.state.services.store
+    store = services(request).store
     diffs: dict[str, Any] = {}
     for comparison in getattr(report, "comparisons", []):
         for case in comparison.cases:
@@ -172,15 +167,13 @@ async def replay_session(request: Request) -> Response:
     """Fold the session's log again (no model calls), check the projection, and score it."""
     ws = await workspace_id(request)
     params = await decode_body(request, ReplayParams)
-    services = request.app.state.services
+    svc = services(request)
     allowed = request.app.state.config.python_scorer_modules
     scorers = decode_scorers(params.scorers, python_modules=allowed)
     context = ScoreContext(
-        models=services.models, grader_model=params.grader_model, python_modules=allowed
+        models=svc.models, grader_model=params.grader_model, python_modules=allowed
     )
-    result = await replay_stored(
-        services.store, ws, request.path_params["session_id"], scorers, context
-    )
+    result = await replay_stored(svc.store, ws, request.path_params["session_id"], scorers, context)
     return json_response(result)
 
 

@@ -9,8 +9,9 @@ from starlette.routing import Route
 
 from sessiond.api.auth import principal, worker_may_send, workspace_id
 from sessiond.api.bodies import decode_body, raw_json_response
-from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
+from sessiond.api.pagination import encode_cursor, page_body, seq_cursor
 from sessiond.api.query import query_choice, query_int, query_list, query_time_range
+from sessiond.api.services import services
 from sessiond.api.sse import event_source, tail
 from sessiond.runtime.wire.encoding import to_wire
 from sessiond.runtime.wire.events import EVENT_TYPES
@@ -26,8 +27,8 @@ async def list_events(request: Request) -> Response:
     """Ascending by default; `types[]` and `created_at[...]` (on `processed_at`) filter."""
     ws = await workspace_id(request)
     session_id = request.path_params["session_id"]
-    services = request.app.state.services
-    await services.sessions.get_record(ws, session_id)
+    svc = services(request)
+    await svc.sessions.get_record(ws, session_id)
     limit = query_int(request, "limit", default=DEFAULT_LIMIT, maximum=MAX_LIMIT) or DEFAULT_LIMIT
     descending = query_choice(request, "order", ("asc", "desc"), "asc") == "desc"
     types = query_list(request, "types")
@@ -36,15 +37,12 @@ async def list_events(request: Request) -> Response:
         raise InvalidInputError(f"types: unknown event type {sorted(unknown)[0]!r}")
     bounds = query_time_range(request)
     after_seq, before_seq = 0, None
-    page = request.query_params.get("page")
-    if page:
-        parts = decode_cursor(page)
-        if len(parts) != 1 or not isinstance(parts[0], int) or parts[0] < 0:
-            raise InvalidInputError("page: malformed cursor", code="invalid_cursor")
+    resume = seq_cursor(request)
+    if resume is not None:
         if descending:
-            before_seq = parts[0]
+            before_seq = resume
         else:
-            after_seq = parts[0]
+            after_seq = resume
     query = EventQuery(
         after_seq=after_seq,
         before_seq=before_seq,
@@ -56,7 +54,7 @@ async def list_events(request: Request) -> Response:
         descending=descending,
         limit=limit + 1,
     )
-    stored = await services.store.read(session_id, query)
+    stored = await svc.store.read(session_id, query)
     more = len(stored) > limit
     stored = stored[:limit]
     next_page = encode_cursor(stored[-1].seq) if more else None
@@ -68,9 +66,7 @@ async def send_events(request: Request) -> Response:
     ws = await workspace_id(request)
     params = await decode_body(request, SendEvents)
     worker_may_send(await principal(request), [_event_type(raw) for raw in params.events])
-    result = await request.app.state.services.sessions.send(
-        ws, request.path_params["session_id"], params
-    )
+    result = await services(request).sessions.send(ws, request.path_params["session_id"], params)
     return raw_json_response(b'{"data":[' + b",".join(to_wire(s) for s in result.events) + b"]}")
 
 
@@ -95,7 +91,7 @@ async def _resume_seq(request: Request, session_id: str) -> int | None:
     if not event_id:
         return None
     try:
-        stored = await request.app.state.services.store.get_event(event_id)
+        stored = await services(request).store.get_event(event_id)
     except NotFoundError:
         stored = None
     if stored is None or stored.session_id != session_id:
@@ -110,25 +106,25 @@ async def stream_events(request: Request) -> Response:
     """SSE: replay after the resume position if one is given, then the live tail."""
     ws = await workspace_id(request)
     session_id = request.path_params["session_id"]
-    services = request.app.state.services
-    await services.sessions.get_record(ws, session_id)
+    svc = services(request)
+    await svc.sessions.get_record(ws, session_id)
     after_seq = await _resume_seq(request, session_id)
     if after_seq is None:
         # A live tail starts at the log's end as of *this request*, taken before the
         # response headers go out: a client that sends right after it sees the headers
         # must still get everything its send causes, however fast the turn runs.
-        after_seq = await services.store.last_seq(session_id)
+        after_seq = await svc.store.last_seq(session_id)
     kinds = frozenset(query_list(request, "event_deltas"))
     unknown = kinds - {"agent.message", "agent.thinking"}
     if unknown:
         raise InvalidInputError(f"event_deltas: unknown type {sorted(unknown)[0]!r}")
     body = tail(
-        services.store,
+        svc.store,
         session_id,
         after_seq=after_seq,
         draining=request.app.state.draining,
         to_wire=to_wire,
-        deltas=services.deltas,
+        deltas=svc.deltas,
         delta_kinds=kinds,
     )
     return await event_source(request, body)

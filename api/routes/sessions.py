@@ -9,8 +9,9 @@ from starlette.routing import Route
 
 from sessiond.api.auth import workspace_id
 from sessiond.api.bodies import decode_body, json_response, raw_json_response
-from sessiond.api.pagination import decode_cursor, encode_cursor, page_body
+from sessiond.api.pagination import directed_cursor, encode_cursor, page_body
 from sessiond.api.query import query_bool, query_choice, query_int, query_list, query_time_range
+from sessiond.api.services import services
 from sessiond.runtime.resources.sessions import (
     CreateSession,
     ForkSession,
@@ -28,7 +29,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 def _sessions(request: Request):  # type: ignore[no-untyped-def]
-    return request.app.state.services.sessions
+    return services(request).sessions
 
 
 async def create_session(request: Request) -> Response:
@@ -65,10 +66,10 @@ async def export_session(request: Request) -> Response:
     `POST /v1/sessions/import` takes and `sessiond eval replay FILE` replays."""
     ws = await workspace_id(request)
     session_id = request.path_params["session_id"]
-    services = request.app.state.services
-    record = await services.sessions.get_record(ws, session_id)
+    svc = services(request)
+    record = await svc.sessions.get_record(ws, session_id)
     doc = session_doc(record)
-    stored = await services.store.read(session_id)
+    stored = await svc.store.read(session_id)
     session = _encode(to_session(record))
     return json_response(session_export(session, doc.initial, doc.created_at, stored))
 
@@ -121,13 +122,9 @@ async def list_sessions(request: Request) -> Response:
     descending = order == "desc"
     after: tuple[str, str] | None = None
     backwards = False
-    page = request.query_params.get("page")
-    if page:
-        parts = decode_cursor(page)
-        if len(parts) != 3 or parts[2] not in ("next", "prev") or not isinstance(parts[0], str):
-            raise InvalidInputError("page: malformed cursor", code="invalid_cursor")
-        after = (str(parts[0]), str(parts[1]))
-        backwards = parts[2] == "prev"
+    resume = directed_cursor(request)
+    if resume is not None:
+        after, backwards = (resume[0], resume[1]), resume[2]
     query = RecordQuery(
         kind="session",
         workspace_id=ws,
@@ -151,7 +148,7 @@ async def list_sessions(request: Request) -> Response:
         first, last = sessions[0], sessions[-1]
         if more or backwards:
             next_page = encode_cursor(last.created_at, last.id, "next")
-        if page and (not backwards or more):
+        if resume is not None and (not backwards or more):
             prev_page = encode_cursor(first.created_at, first.id, "prev")
     body = page_body([_encode(s) for s in sessions], next_page, prev_page, bidirectional=True)
     return raw_json_response(body)

@@ -12,6 +12,7 @@ from sessiond.api.auth import principal, require_workspace_key, workspace_id
 from sessiond.api.bodies import decode_body, json_response, raw_json_response
 from sessiond.api.listing import record_page
 from sessiond.api.query import query_int
+from sessiond.api.services import services
 from sessiond.runtime.resources.environment_keys import KIND as KEY_KIND
 from sessiond.runtime.resources.environment_keys import CreateEnvironmentKey, EnvironmentKeys
 from sessiond.runtime.resources.work import KIND, StopWork, UpdateWork, WorkQueue
@@ -20,11 +21,11 @@ from sessiond.store.errors import InvalidInputError
 
 
 def _queue(request: Request) -> WorkQueue:
-    return request.app.state.services.work  # type: ignore[no-any-return]
+    return services(request).work
 
 
 def _keys(request: Request) -> EnvironmentKeys:
-    return request.app.state.services.environment_keys  # type: ignore[no-any-return]
+    return services(request).environment_keys
 
 
 async def _environment(request: Request) -> str:
@@ -32,7 +33,7 @@ async def _environment(request: Request) -> str:
     environment is known to be the caller's workspace's (any other is not found)."""
     found = await principal(request)
     env_id = str(request.path_params["environment_id"])
-    await request.app.state.services.environments.retrieve(found.workspace_id, env_id)
+    await services(request).environments.retrieve(found.workspace_id, env_id)
     return env_id
 
 
@@ -130,7 +131,7 @@ async def list_keys(request: Request) -> Response:
     """The environment's keys, newest first (never their secrets)."""
     ws = await require_workspace_key(request)
     env_id = request.path_params["environment_id"]
-    await request.app.state.services.environments.retrieve(ws, env_id)
+    await services(request).environments.retrieve(ws, env_id)
     return await record_page(
         request,
         kind=KEY_KIND,
@@ -146,7 +147,7 @@ async def revoke_key(request: Request) -> Response:
     env_id = request.path_params["environment_id"]
     key = await _keys(request).revoke(ws, env_id, request.path_params["key_id"])
     request.app.state.stream_slots.revoke(key.id)  # here at once; elsewhere by the bus
-    await request.app.state.services.store.publish(REVOKED_TOPIC, key.id)
+    await services(request).store.publish(REVOKED_TOPIC, key.id)
     return json_response(key)
 
 

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from sessiond.api.auth import require_admin
 from sessiond.api.bodies import decode_body, json_response
 from sessiond.api.listing import record_page
+from sessiond.api.services import services
 from sessiond.runtime.resources.workspaces import REVOKED_TOPIC, CreateApiKey, CreateWorkspace
 
 
@@ -20,14 +21,14 @@ async def create_workspace(request: Request) -> Response:
     """Create a workspace."""
     await require_admin(request)
     params = await decode_body(request, CreateWorkspace)
-    return json_response(await request.app.state.services.workspaces.create_workspace(params))
+    return json_response(await services(request).workspaces.create_workspace(params))
 
 
 async def create_api_key(request: Request) -> Response:
     """Create a key in a workspace; the secret is in this response only."""
     await require_admin(request)
     params = await decode_body(request, CreateApiKey)
-    return json_response(await request.app.state.services.workspaces.create_key(params))
+    return json_response(await services(request).workspaces.create_key(params))
 
 
 async def list_api_keys(request: Request) -> Response:
@@ -39,7 +40,7 @@ async def list_api_keys(request: Request) -> Response:
         request,
         kind="api_key",
         workspace_id=workspace,
-        fetch=request.app.state.services.workspaces.list_keys,
+        fetch=services(request).workspaces.list_keys,
     )
 
 
@@ -47,17 +48,17 @@ async def retrieve_api_key(request: Request) -> Response:
     """One key, without its secret."""
     await require_admin(request)
     key_id = request.path_params["key_id"]
-    return json_response(await request.app.state.services.workspaces.get_key(key_id))
+    return json_response(await services(request).workspaces.get_key(key_id))
 
 
 async def revoke_api_key(request: Request) -> Response:
     """Revoke a key at once (idempotent)."""
     await require_admin(request)
     key_id = request.path_params["key_id"]
-    services = request.app.state.services
-    revoked = await services.workspaces.revoke_key(key_id)
+    svc = services(request)
+    revoked = await svc.workspaces.revoke_key(key_id)
     request.app.state.stream_slots.revoke(revoked.id)  # here at once; elsewhere by the bus
-    await services.store.publish(REVOKED_TOPIC, revoked.id)
+    await svc.store.publish(REVOKED_TOPIC, revoked.id)
     return json_response(revoked)
 
 

@@ -31,13 +31,12 @@ from sessiond.runtime.resources.agent_config import (
     resolve_skills,
     resolve_tools,
 )
-from sessiond.runtime.resources.ownership import owned_record
+from sessiond.runtime.resources.records import Change, Family
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
-from sessiond.store.protocol import Record, RecordQuery, Store, Version
+from sessiond.store.protocol import Record, RecordQuery, Store
 
 KIND = "agent"
-_UPDATE_RETRIES = 10
 
 SkillRef = AnthropicSkillParams | CustomSkillParams
 
@@ -222,9 +221,10 @@ class AgentService:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self.records = Family(store, KIND, Agent)
 
     async def _record(self, workspace_id: str, agent_id: str) -> Record:
-        return await owned_record(self._store, KIND, agent_id, workspace_id)
+        return await self.records.owned(workspace_id, agent_id)
 
     async def create(self, workspace_id: str, params: CreateAgent) -> Agent:
         """Version 1 of a new agent."""
@@ -246,23 +246,11 @@ class AgentService:
             created_at=now,
             updated_at=now,
         )
-        data = _encode(agent)
-        record = Record(
-            kind=KIND,
-            id=agent.id,
-            workspace_id=workspace_id,
-            data=data,
-            created_at=now,
-            updated_at=now,
-        )
-        version = Version(kind=KIND, id=agent.id, version=1, data=data, created_at=now)
-        await self._store.save_record(record, version=version)
-        return agent
+        return await self.records.create(workspace_id, agent.id, agent, now=now, version=1)
 
     async def retrieve(self, workspace_id: str, agent_id: str, version: int | None = None) -> Agent:
         """The latest version, or version `version`."""
-        record = await self._record(workspace_id, agent_id)
-        latest = _decode_agent(record.data)
+        latest = await self.records.get(workspace_id, agent_id)
         if version is None or version == latest.version:
             return latest
         try:
@@ -275,7 +263,7 @@ class AgentService:
 
     async def list(self, query: RecordQuery) -> list[Agent]:
         """A page of latest versions."""
-        return [_decode_agent(r.data) for r in await self._store.list_records(query)]
+        return await self.records.page(query)
 
     async def list_versions(
         self, workspace_id: str, agent_id: str, *, after_version: int, limit: int
@@ -289,9 +277,8 @@ class AgentService:
 
     async def update(self, workspace_id: str, agent_id: str, params: UpdateAgent) -> Agent:
         """Write version N+1 (or nothing, for a no-op); `version` makes it conditional."""
-        for _ in range(_UPDATE_RETRIES):
-            record = await self._record(workspace_id, agent_id)
-            current = _decode_agent(record.data)
+
+        def change(current: Agent, record: Record) -> Change[Agent] | None:
             if current.archived_at is not None:
                 raise InvalidInputError(f"agent {agent_id!r} is archived", code="agent_archived")
             if params.version is not msgspec.UNSET and params.version != current.version:
@@ -299,49 +286,30 @@ class AgentService:
                     f"agent {agent_id!r} is at version {current.version}, not {params.version}",
                     code="version_mismatch",
                 )
-            now = now_ts()
-            candidate = apply_update(current, params, now)
+            candidate = apply_update(current, params, now_ts())
             if _same_config(candidate, current):
-                return current
+                return None
             nxt = msgspec.structs.replace(candidate, version=current.version + 1)
-            data = _encode(nxt)
-            try:
-                await self._store.save_record(
-                    msgspec.structs.replace(record, data=data, updated_at=now),
-                    version=Version(
-                        kind=KIND, id=agent_id, version=nxt.version, data=data, created_at=now
-                    ),
+            return Change(value=nxt, version=nxt.version)
+
+        def moved() -> None:
+            if params.version is not msgspec.UNSET:  # conditional: the caller saw an older one
+                raise ConflictError(
+                    f"agent {agent_id!r} changed concurrently", code="version_mismatch"
                 )
-            except ConflictError:
-                if params.version is not msgspec.UNSET:
-                    raise ConflictError(
-                        f"agent {agent_id!r} changed concurrently", code="version_mismatch"
-                    ) from None
-                continue  # unconditional: apply to the new latest version
-            return nxt
-        raise ConflictError(
-            "agent is being updated concurrently; retry", code="update_contention", retryable=True
-        )
+
+        return await self.records.modify(workspace_id, agent_id, change, on_moved=moved)
 
     async def archive(self, workspace_id: str, agent_id: str) -> Agent:
         """Set `archived_at` (not a new version: the configuration is unchanged)."""
-        for _ in range(_UPDATE_RETRIES):
-            record = await self._record(workspace_id, agent_id)
-            current = _decode_agent(record.data)
+
+        def change(current: Agent, record: Record) -> Change[Agent] | None:
             if current.archived_at is not None:
-                return current
+                return None
             now = now_ts()
-            archived = msgspec.structs.replace(current, archived_at=now)
-            try:
-                await self._store.save_record(
-                    msgspec.structs.replace(record, data=_encode(archived), archived_at=now)
-                )
-            except ConflictError:
-                continue
-            return archived
-        raise ConflictError(
-            "agent is being updated concurrently; retry", code="update_contention", retryable=True
-        )
+            return Change(value=msgspec.structs.replace(current, archived_at=now), archived_at=now)
+
+        return await self.records.modify(workspace_id, agent_id, change)
 
     async def resolve_for_session(self, workspace_id: str, ref: msgspec.Raw) -> SessionAgent:
         """The snapshot for a new session, from the three forms of `agent`."""

@@ -17,8 +17,9 @@ from typing import Annotated, Literal
 import msgspec
 
 from sessiond.runtime.resources.environments import EnvironmentService, SelfHostedConfig
+from sessiond.runtime.resources.records import Change, Family
 from sessiond.store.clock import new_id, now_ts
-from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
+from sessiond.store.errors import InvalidInputError, NotFoundError
 from sessiond.store.protocol import Record, RecordQuery, Store
 
 KIND = "environment_key"
@@ -62,6 +63,7 @@ class EnvironmentKeys:
     def __init__(self, store: Store, environments: EnvironmentService) -> None:
         self._store = store
         self._environments = environments
+        self._records = Family(store, KIND, EnvironmentKey)
 
     async def create(
         self, workspace_id: str, environment_id: str, params: CreateEnvironmentKey
@@ -99,23 +101,15 @@ class EnvironmentKeys:
     async def revoke(self, workspace_id: str, environment_id: str, key_id: str) -> EnvironmentKey:
         """Revoke: every request with the key fails from the moment this returns."""
         await self._environments.retrieve(workspace_id, environment_id)
-        for _ in range(10):
-            record = await self._record(workspace_id, environment_id, key_id)
-            key = _decode(record.data)
+        record = await self._record(workspace_id, environment_id, key_id)
+
+        def change(key: EnvironmentKey, record: Record) -> Change[EnvironmentKey] | None:
             if key.revoked_at is not None:
-                return key
+                return None
             now = now_ts()
-            key.revoked_at = now
-            try:
-                await self._store.save_record(
-                    msgspec.structs.replace(
-                        record, data=_encode(key), archived_at=now, updated_at=now
-                    )
-                )
-            except ConflictError:
-                continue
-            return key
-        raise ConflictError("the key changed while it was revoked; retry", code="revision_conflict")
+            return Change(value=msgspec.structs.replace(key, revoked_at=now), archived_at=now)
+
+        return await self._records.modify(workspace_id, record.id, change)
 
     async def resolve(self, secret: str) -> tuple[str, EnvironmentKey] | None:
         """(workspace id, key) for a presented live key, else None."""

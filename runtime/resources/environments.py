@@ -13,13 +13,12 @@ import msgspec
 
 from sessiond.runtime.limits import Description, Name
 from sessiond.runtime.resources.agent_config import check_metadata, patch_metadata
-from sessiond.runtime.resources.ownership import owned_record
+from sessiond.runtime.resources.records import Change, Family
 from sessiond.store.clock import new_id, now_ts
-from sessiond.store.errors import ConflictError, InvalidInputError
+from sessiond.store.errors import InvalidInputError
 from sessiond.store.protocol import Record, RecordQuery, Store
 
 KIND = "environment"
-_RETRIES = 10
 
 
 class _Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -169,8 +168,6 @@ def _check_package_entries(packages: Packages) -> None:
             )
 
 
-_decode = msgspec.json.Decoder(Environment).decode
-_encode = msgspec.json.Encoder().encode
 _MANAGERS = ("apt", "cargo", "gem", "go", "npm", "pip")
 
 
@@ -217,9 +214,7 @@ class EnvironmentService:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-
-    async def _record(self, workspace_id: str, environment_id: str) -> Record:
-        return await owned_record(self._store, KIND, environment_id, workspace_id)
+        self.records = Family(store, KIND, Environment)
 
     async def create(self, workspace_id: str, params: CreateEnvironment) -> Environment:
         """A new environment."""
@@ -235,38 +230,27 @@ class EnvironmentService:
             updated_at=now,
             scope=params.scope,
         )
-        await self._store.save_record(
-            Record(
-                kind=KIND,
-                id=environment.id,
-                workspace_id=workspace_id,
-                data=_encode(environment),
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        return environment
+        return await self.records.create(workspace_id, environment.id, environment, now=now)
 
     async def get(self, environment_id: str) -> Environment:
         """One environment by id, whatever its workspace (the engine's read for a session
         already checked to be in it). Raises NotFoundError."""
-        return _decode((await self._store.get_record(KIND, environment_id)).data)
+        return await self.records.get_any(environment_id)
 
     async def retrieve(self, workspace_id: str, environment_id: str) -> Environment:
         """One environment."""
-        return _decode((await self._record(workspace_id, environment_id)).data)
+        return await self.records.get(workspace_id, environment_id)
 
     async def list(self, query: RecordQuery) -> list[Environment]:
         """A page of environments."""
-        return [_decode(r.data) for r in await self._store.list_records(query)]
+        return await self.records.page(query)
 
     async def update(
         self, workspace_id: str, environment_id: str, params: UpdateEnvironment
     ) -> Environment:
         """Apply a tri-state update."""
-        for _ in range(_RETRIES):
-            record = await self._record(workspace_id, environment_id)
-            current = _decode(record.data)
+
+        def change(current: Environment, record: Record) -> Change[Environment]:
             if current.archived_at is not None:
                 raise InvalidInputError(
                     f"environment {environment_id!r} is archived", code="environment_archived"
@@ -295,47 +279,26 @@ class EnvironmentService:
                         code="invalid_config_type_change",
                     )
                 changes["config"] = resolve_config(params.config, current.config)
-            now = now_ts()
-            updated = msgspec.structs.replace(current, updated_at=now, **changes)
-            try:
-                await self._store.save_record(
-                    msgspec.structs.replace(record, data=_encode(updated), updated_at=now)
-                )
-            except ConflictError:
-                continue
-            return updated
-        raise ConflictError(
-            "environment is being updated concurrently; retry",
-            code="update_contention",
-            retryable=True,
-        )
+            updated = msgspec.structs.replace(current, updated_at=now_ts(), **changes)
+            return Change(value=updated)
+
+        return await self.records.modify(workspace_id, environment_id, change)
 
     async def archive(self, workspace_id: str, environment_id: str) -> Environment:
         """Archive: no new sessions may use it."""
-        for _ in range(_RETRIES):
-            record = await self._record(workspace_id, environment_id)
-            current = _decode(record.data)
+
+        def change(current: Environment, record: Record) -> Change[Environment] | None:
             if current.archived_at is not None:
-                return current
+                return None
             now = now_ts()
             archived = msgspec.structs.replace(current, archived_at=now, updated_at=now)
-            try:
-                await self._store.save_record(
-                    msgspec.structs.replace(record, data=_encode(archived), archived_at=now)
-                )
-            except ConflictError:
-                continue
-            return archived
-        raise ConflictError(
-            "environment is being updated concurrently; retry",
-            code="update_contention",
-            retryable=True,
-        )
+            return Change(value=archived, archived_at=now)
+
+        return await self.records.modify(workspace_id, environment_id, change)
 
     async def delete(self, workspace_id: str, environment_id: str) -> EnvironmentDeleted:
         """Delete (sessions already on it keep their copy of its id)."""
-        await self._record(workspace_id, environment_id)
-        await self._store.delete_record(KIND, environment_id)
+        await self.records.delete(workspace_id, environment_id)
         return EnvironmentDeleted(id=environment_id)
 
     async def require_usable(self, workspace_id: str, environment_id: str) -> Environment:

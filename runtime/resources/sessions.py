@@ -26,7 +26,7 @@ from sessiond.runtime.resources.environments import (
     SelfHostedConfig,
 )
 from sessiond.runtime.resources.log_check import check_log
-from sessiond.runtime.resources.ownership import owned_record
+from sessiond.runtime.resources.records import Change, Family
 from sessiond.runtime.resources.transfer import SessionExport
 from sessiond.runtime.resources.work import WorkQueue
 from sessiond.runtime.sandbox.packages import check_packages
@@ -36,7 +36,7 @@ from sessiond.runtime.wire.encoding import decode_event, decode_stored, encode_b
 from sessiond.runtime.wire.params import SendEvents, validate_initial_events, validate_send
 from sessiond.runtime.wire.usage import BudgetLimit, check_budget
 from sessiond.store.clock import new_id, now_ts
-from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
+from sessiond.store.errors import InvalidInputError, NotFoundError
 from sessiond.store.protocol import (
     AppendResult,
     NewEvent,
@@ -357,6 +357,7 @@ class SessionService:
         work: WorkQueue | None = None,
     ) -> None:
         self._store = store
+        self.records = Family(store, KIND, SessionDoc)
         self._sandboxed = sandboxed
         self._work = work
         self._agents = agents
@@ -372,7 +373,7 @@ class SessionService:
 
     async def get_record(self, workspace_id: str, session_id: str) -> Record:
         """The session's record; another workspace's session is simply not found."""
-        return await owned_record(self._store, KIND, session_id, workspace_id)
+        return await self.records.owned(workspace_id, session_id)
 
     async def create(
         self,
@@ -693,20 +694,18 @@ class SessionService:
 
     async def archive(self, workspace_id: str, session_id: str) -> Session:
         """Mark archived (not an event); retried when an append moved the revision."""
-        for _ in range(20):
-            record = await self.get_record(workspace_id, session_id)
+        archived: list[Record] = []
+
+        def change(doc: SessionDoc, record: Record) -> Change[SessionDoc] | None:
+            archived[:] = [record]
             if record.archived_at is not None:
-                return to_session(record)
-            try:
-                saved = await self._store.save_record(
-                    msgspec.structs.replace(record, archived_at=now_ts())
-                )
-            except ConflictError:
-                continue
-            return to_session(saved)
-        raise ConflictError(
-            "session is too busy to archive; retry", code="revision_conflict", retryable=True
-        )
+                return None
+            now = now_ts()
+            archived[:] = [msgspec.structs.replace(record, archived_at=now)]
+            return Change(value=doc, archived_at=now)
+
+        await self.records.modify(workspace_id, session_id, change)
+        return to_session(archived[0])
 
     async def delete(self, workspace_id: str, session_id: str) -> SessionDeleted:
         """Delete the session, its log and its working directory; open streams get

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from sessiond.runtime.limits import MAX_NAME_CHARS, Name
+from sessiond.runtime.resources.records import Change, Family
 from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import (
     AuthenticationError,
@@ -105,6 +106,7 @@ class Workspaces:
 
     def __init__(self, store: Store, admin_key: str | None = None) -> None:
         self._store = store
+        self._keys = Family(store, "api_key", ApiKey)
         self._admin_hash = hash_key(admin_key) if admin_key else None
 
     async def ensure_default(self) -> None:
@@ -199,23 +201,15 @@ class Workspaces:
     async def revoke_key(self, key_id: str) -> ApiKey:
         """Revoke a key: every request with it fails from the moment this returns (the
         record cache drops a record before its write is acknowledged)."""
-        for _ in range(10):
-            record = await self._key_record(key_id)
-            key = _decode_key(record.data)
+        record = await self._key_record(key_id)
+
+        def change(key: ApiKey, record: Record) -> Change[ApiKey] | None:
             if key.revoked_at is not None:
-                return key
+                return None
             now = now_ts()
-            key.revoked_at = now
-            try:
-                await self._store.save_record(
-                    msgspec.structs.replace(
-                        record, data=msgspec.json.encode(key), archived_at=now, updated_at=now
-                    )
-                )
-            except ConflictError:
-                continue
-            return key
-        raise ConflictError("the key changed while it was revoked; retry", code="revision_conflict")
+            return Change(value=msgspec.structs.replace(key, revoked_at=now), archived_at=now)
+
+        return await self._keys.modify(record.workspace_id, record.id, change)
 
     async def authenticate(self, secret: str | None, workspace_header: str | None) -> Principal:
         """Resolve a presented key, honouring `anthropic-workspace-id` where it applies."""
