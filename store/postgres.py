@@ -36,7 +36,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import msgspec
 
-from sessiond.store.clock import new_id
+from sessiond.store.blobs import check_digest, digest_of
+from sessiond.store.clock import new_id, now_ts
 from sessiond.store.errors import (
     ConflictError,
     InvalidInputError,
@@ -643,6 +644,33 @@ class PostgresStore(PostgresWriter):
 
         saved: Record = await self._submit(apply)
         return saved
+
+    # -- blobs ----------------------------------------------------------------------------
+
+    async def put_blob(self, data: bytes) -> str:
+        """A row of the `blobs` table, keyed by the content's SHA-256 (idempotent)."""
+        digest = digest_of(data)
+        await self._pool_execute(
+            "INSERT INTO blobs (digest, data, created_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT (digest) DO NOTHING",
+            digest,
+            data,
+            now_ts(),
+        )
+        return digest
+
+    async def get_blob(self, digest: str) -> bytes:
+        """A blob's bytes; NotFoundError (`blob_not_found`)."""
+        check_digest(digest)
+        rows = await self._fetch("SELECT data FROM blobs WHERE digest = $1", digest)
+        if not rows:
+            raise NotFoundError(f"blob {digest} not found", code="blob_not_found")
+        return bytes(rows[0][0])
+
+    async def delete_blob(self, digest: str) -> None:
+        """Remove a blob if it is there."""
+        check_digest(digest)
+        await self._pool_execute("DELETE FROM blobs WHERE digest = $1", digest)
 
     async def get_record(self, kind: str, record_id: str) -> Record:
         """One record, read from the database (nothing is cached: see the docstring)."""

@@ -79,6 +79,13 @@ MIGRATIONS: list[str] = [
         expires_at TIMESTAMPTZ NOT NULL
     )
     """,
+    """
+    CREATE TABLE blobs (
+        digest     TEXT PRIMARY KEY,
+        data       BYTEA NOT NULL,
+        created_at TEXT NOT NULL
+    )
+    """,
 ]
 
 _MIGRATION_LOCK = 0x5E55_10D0

@@ -10,6 +10,9 @@ Three kinds of things are kept:
   and is rewritten in the same transaction as every append to its stream.
 * **Versions**: immutable snapshots (agent version N), written together with their
   record so "latest" and "version N" can never disagree.
+* **Blobs**: immutable byte strings (uploaded files, skill archives) stored under the
+  SHA-256 of their content, so the same content is kept once. A blob is written before
+  the record that names it, and deleted by whoever deletes the last record naming it.
 * **Leases**: who may act on something now (a worker on a session, a self-hosted worker on
   a work item), for a time, with a fencing token that grows with every new holder. An
   append carrying a `Fence` commits only while its token is still the lease's: a holder
@@ -312,6 +315,20 @@ class Store(Protocol):
     async def publish(self, topic: str, payload: str) -> None:
         """Send `payload` (at most 7,000 bytes: NOTIFY's bound) to every subscriber of
         `topic` in every process, this one included."""
+        ...
+
+    # -- blobs --------------------------------------------------------------------------
+
+    async def put_blob(self, data: bytes) -> str:
+        """Store `data` durably (idempotent) and return its SHA-256, hex."""
+        ...
+
+    async def get_blob(self, digest: str) -> bytes:
+        """A blob's bytes. Raises NotFoundError (`blob_not_found`)."""
+        ...
+
+    async def delete_blob(self, digest: str) -> None:
+        """Remove a blob (a no-op when it is gone already)."""
         ...
 
     # -- leases -------------------------------------------------------------------------

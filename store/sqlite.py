@@ -19,12 +19,14 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import anyio
 import msgspec
 
+from sessiond.store.blobs import BlobDirectory
 from sessiond.store.clock import later, new_id, now_ts
 from sessiond.store.errors import (
     ConflictError,
@@ -112,6 +114,7 @@ class SQLiteStore(SQLiteWriter):
         self, path: str, *, synchronous: str = "FULL", tail: TailCache | None = None
     ) -> None:
         super().__init__(path, synchronous, tail)
+        self._blobs = BlobDirectory(Path(f"{path}.blobs"))
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = count()
 
@@ -547,6 +550,20 @@ class SQLiteStore(SQLiteWriter):
             return saved
 
         return await self._submit(apply)  # type: ignore[no-any-return]
+
+    # -- blobs ----------------------------------------------------------------------------
+
+    async def put_blob(self, data: bytes) -> str:
+        """A file under `<database>.blobs/`, named by its SHA-256 (store/blobs.py)."""
+        return await self._blobs.put(data)
+
+    async def get_blob(self, digest: str) -> bytes:
+        """A blob's bytes; NotFoundError (`blob_not_found`)."""
+        return await self._blobs.get(digest)
+
+    async def delete_blob(self, digest: str) -> None:
+        """Remove a blob if it is there."""
+        await self._blobs.delete(digest)
 
     async def get_record(self, kind: str, record_id: str) -> Record:
         """One record (from the record cache when it holds it: store/record_cache.py)."""

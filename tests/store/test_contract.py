@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from functools import partial
 
 import anyio
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sessiond.store.errors import ConflictError, InvalidInputError, NotFoundError
 from sessiond.store.protocol import (
@@ -714,3 +717,29 @@ async def test_an_import_of_taken_ids_or_broken_seqs_writes_nothing(store: Store
     assert await store.read("s") == taken
     await store.import_stream(session_record("t"), [])  # an empty stream is a stream
     assert await store.last_seq("t") == 0
+
+
+# -- blobs ------------------------------------------------------------------------------
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=200_000))
+async def test_a_blob_reads_back_byte_for_byte_under_its_sha256(store: Store, data: bytes) -> None:
+    digest = await store.put_blob(data)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert await store.get_blob(digest) == data
+    assert await store.put_blob(data) == digest  # idempotent
+
+
+async def test_a_deleted_blob_is_gone_and_bad_digests_are_refused(store: Store) -> None:
+    digest = await store.put_blob(b"short-lived")
+    await store.delete_blob(digest)
+    with pytest.raises(NotFoundError) as missing:
+        await store.get_blob(digest)
+    assert missing.value.code == "blob_not_found"
+    await store.delete_blob(digest)  # a no-op
+    for bad in ("../../etc/passwd", "ab", "Z" * 64):
+        with pytest.raises(InvalidInputError):
+            await store.get_blob(bad)
