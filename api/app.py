@@ -63,6 +63,10 @@ def create_app(config: Config) -> Starlette:
             *workspaces.routes,
             *agents.routes,
             *work.routes,
+            # New resource families (issue 15): one line each, replacing its marker.
+            # <files routes>
+            # <skills routes>
+            # <vaults routes>
             *environments.routes,
             *sessions.routes,
             *events.routes,

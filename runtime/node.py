@@ -92,6 +92,10 @@ class Node:
         )
         self.work = WorkQueue(store, self.environments, ttl_s=settings.work_lease_ttl_s)
         self.environment_keys = EnvironmentKeys(store, self.environments)
+        # New resource families (issue 15): one line each, replacing its marker.
+        # <files>
+        # <skills>
+        # <vaults>
         self.executors = SessionExecutors(local, RemoteExecutor(self.work))
         self.engine = Engine(
             store,

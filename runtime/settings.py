@@ -53,6 +53,17 @@ class Settings(msgspec.Struct, kw_only=True):
     work_lease_ttl_s: int = 300
     """A self-hosted worker's lease on a work item lasts this long unless it heartbeats
     (`SESSIOND_WORK_LEASE_TTL_S`): how long a dead worker's session waits for another."""
+    max_file_bytes: int = 500 * 1024 * 1024
+    """Largest file or skill upload (`SESSIOND_MAX_FILE_BYTES`; 413 past it)."""
+    file_quota_bytes: int = 100 * 1024 * 1024 * 1024
+    """Bytes of files one workspace may keep (`SESSIOND_FILE_QUOTA_BYTES`;
+    `storage_quota_exceeded` past it)."""
+    secret_key: str = ""
+    """The key vault secrets are encrypted with (`SESSIOND_SECRET_KEY`, urlsafe base64 of
+    32 bytes); empty: a key file beside the data, made with 0600 on first start."""
+    secret_key_file: str = ""
+    """Where that key file is (`SESSIOND_SECRET_KEY_FILE`; default: `secret.key` in the
+    data directory)."""
     egress_allow_private: tuple[str, ...] = ()
     """Internal destinations (`IP`, `IP:port`, CIDR) the egress proxy may open for
     sandboxes, which it otherwise refuses like every loopback and private address
@@ -118,6 +129,10 @@ def settings_from_env() -> dict[str, Any]:
         "lease_ttl_s": float_env("SESSIOND_LEASE_TTL_S", 15.0),
         "sandbox": sandbox,
         "work_lease_ttl_s": int_env("SESSIOND_WORK_LEASE_TTL_S", 300),
+        "max_file_bytes": int_env("SESSIOND_MAX_FILE_BYTES", 500 * 1024 * 1024),
+        "file_quota_bytes": int_env("SESSIOND_FILE_QUOTA_BYTES", 100 * 1024**3),
+        "secret_key": os.environ.get("SESSIOND_SECRET_KEY", ""),
+        "secret_key_file": os.environ.get("SESSIOND_SECRET_KEY_FILE", ""),
         "egress_allow_private": tuple(p.strip() for p in private.split(",") if p.strip()),
     }
 
